@@ -1,0 +1,57 @@
+#pragma once
+// A copy of the engine's state, for STATUS and for tests' invariants.
+
+#include "lease/decision.hpp"
+#include "lease/deadline_index.hpp"
+#include "lease/pool_limits.hpp"
+#include "lease/worker_state.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace foreman::lease {
+
+struct LeaseView {
+    LeaseId id;
+    ClientId client; ///< 0 once a detached lease's connection closed
+    Uid uid;
+    bool detached;
+    std::string user;
+    std::chrono::milliseconds ttl;
+    TimePoint granted_at;
+    TimePoint expires_at;
+};
+
+struct WorkerView {
+    WorkerId id;
+    int pid; ///< 0 until the spawn is reported
+    WorkerState state;
+    std::uint64_t requests; ///< leases served
+    std::uint64_t max_requests; ///< drawn with jitter; 0 = unlimited
+    std::string user;       ///< per_user: the user it serves; else the last one served
+    std::string status;     ///< last STATUS= text
+    TimePoint started_at;
+    std::optional<LeaseView> lease;
+};
+
+struct PoolView {
+    std::string protocol;
+    PoolLimits limits;
+    bool draining; ///< unregistered: takes no leases, ends when its workers do
+    std::size_t queued;
+    std::uint64_t leases_granted;
+    std::uint32_t spawn_failures; ///< consecutive deaths before ready
+    std::optional<TimePoint> backoff_until;
+    std::string last_spawn_error;
+    std::vector<WorkerView> workers;
+};
+
+struct Snapshot {
+    std::size_t workers_total;
+    std::uint32_t max_workers;
+    bool shutting_down;
+    std::vector<PoolView> pools;
+};
+
+} // namespace foreman::lease
