@@ -96,7 +96,8 @@ struct UserCount {
     std::uint32_t workers = 0; ///< per_user pools: workers serving the user
     std::uint32_t pending = 0; ///< per_user pools: of those, starting or finishing
     std::uint32_t leases = 0;  ///< live leases the user holds
-    bool empty() const { return workers == 0 && pending == 0 && leases == 0; }
+    std::uint32_t waiting = 0; ///< LEASEs of the user waiting in the queue
+    bool empty() const { return workers == 0 && pending == 0 && leases == 0 && waiting == 0; }
 };
 
 struct Pool {
@@ -147,6 +148,7 @@ struct Engine::Impl {
     LeaseId next_lease = 1;
     std::size_t total = 0;
     std::size_t stopping_total = 0;
+    std::size_t queued_total = 0; ///< waiting LEASEs across pools
     bool shutting_down = false;
 
     explicit Impl(EngineOptions o) : options(o), rng(o.seed) {}
@@ -266,7 +268,7 @@ struct Engine::Impl {
             std::chrono::duration_cast<Millis>(p.limits.max_lifetime).count());
         if (auto drawn = jittered(lifetime_ms, p.limits.recycle_jitter_pct))
             deadlines.arm(w.lifetime_timer, now + Millis(drawn));
-        deadlines.arm(w.ready_timer, now + p.limits.start_timeout);
+        if (p.limits.start_timeout.count() > 0) deadlines.arm(w.ready_timer, now + p.limits.start_timeout);
         p.workers.push_back(w);
         ++p.total;
         ++total;
@@ -392,7 +394,11 @@ struct Engine::Impl {
     }
 
     void drop_request(Request& r) {
-        --r.pool->queued;
+        Pool& p = *r.pool;
+        --p.queued;
+        --queued_total;
+        --user_count(p, r.terms.user).waiting;
+        drop_if_empty(p, r.terms.user);
         requests.erase(r.terms.ticket); // unlinks its queue, client and timer hooks
     }
 
@@ -432,7 +438,8 @@ struct Engine::Impl {
                 retire(w, now, out);
             } else if (p.limits.notify == NotifyMode::foreman) {
                 apply(w, WorkerEvent::lease_ended_owes_ready, now);
-                deadlines.arm(w.ready_timer, now + p.limits.start_timeout);
+                if (p.limits.start_timeout.count() > 0)
+                    deadlines.arm(w.ready_timer, now + p.limits.start_timeout);
             } else {
                 apply(w, WorkerEvent::lease_ended, now);
                 make_available(w, now, out);
@@ -524,6 +531,15 @@ struct Engine::Impl {
         // At max_instances, idle workers of other users make room.
         while (p.stopping < blocked_by_pool && !p.idle.empty()) retire(p.idle.back(), now, out);
         if (blocked_by_global > 0) evict_elsewhere(p, blocked_by_global, now, out);
+    }
+
+    /// `p` changed; other pools' waiting requests may now evict its idle
+    /// workers at the global cap.
+    void pump_after_change(Pool& p, TimePoint now, Decisions& out) {
+        pump(p, now, out);
+        if (queued_total > p.queued)
+            for (auto& other : pools)
+                if (other.get() != &p && other->queued > 0) pump(*other, now, out);
     }
 
     void pump_all(TimePoint now, Decisions& out) {
@@ -689,9 +705,10 @@ void Engine::request_lease(TimePoint now, const LeaseRequest& rq, Decisions& out
                                                  std::to_string(lim.lease_ttl.count()));
     if (lim.max_leases_per_user != 0) {
         auto it = p.users.find(rq.user);
-        if (it != p.users.end() && it->second.leases >= lim.max_leases_per_user)
-            return reject(FailCode::overloaded, "user '" + rq.user + "' holds " +
-                                                    std::to_string(it->second.leases) +
+        // Waiting LEASEs count too, or they would all be granted later.
+        if (it != p.users.end() && it->second.leases + it->second.waiting >= lim.max_leases_per_user)
+            return reject(FailCode::overloaded, "user '" + rq.user + "' holds or awaits " +
+                                                    std::to_string(it->second.leases + it->second.waiting) +
                                                     " leases in pool " + p.name + ", the most allowed");
     }
     if (m.requests.count(rq.ticket))
@@ -731,6 +748,8 @@ void Engine::request_lease(TimePoint now, const LeaseRequest& rq, Decisions& out
     p.queue.push_back(r);
     m.clients[rq.client].requests.push_back(r);
     ++p.queued;
+    ++m.queued_total;
+    ++m.user_count(p, r.terms.user).waiting;
     m.requests.emplace(rq.ticket, std::move(owned));
     m.pump(p, now, out);
 }
@@ -750,7 +769,7 @@ bool Engine::release(TimePoint now, LeaseId lease, ClientId client, Uid uid, Dec
     if (!l) return false;
     Pool& p = *l->worker->pool;
     m.end_lease(*l, EndReason::released, Impl::After::reuse, now, out);
-    m.pump(p, now, out);
+    m.pump_after_change(p, now, out);
     return true;
 }
 
@@ -772,7 +791,7 @@ void Engine::client_closed(TimePoint now, ClientId client, Decisions& out) {
         m.end_lease(l, EndReason::holder_closed, Impl::After::reuse, now, out);
     }
     m.clients.erase(client); // not `it`: a grant above may have rehashed the map
-    for (Pool* p : touched) m.pump(*p, now, out);
+    for (Pool* p : touched) m.pump_after_change(*p, now, out);
 }
 
 void Engine::worker_started(TimePoint now, WorkerId worker, int pid, Decisions& out) {
@@ -812,17 +831,17 @@ void Engine::worker_ready(TimePoint now, WorkerId worker, Decisions& out) {
         w.ever_ready = true;
         m.reset_backoff(p); // one success resets all failures
         m.make_available(w, now, out);
-        m.pump(p, now, out);
+        m.pump_after_change(p, now, out);
         break;
     case WorkerState::finishing:
         m.apply(w, WorkerEvent::ready, now);
         m.make_available(w, now, out);
-        m.pump(p, now, out);
+        m.pump_after_change(p, now, out);
         break;
     case WorkerState::leased:
         if (p.limits.notify == NotifyMode::foreman) {
             m.end_lease(*w.lease, EndReason::worker_ready, Impl::After::ready_now, now, out);
-            m.pump(p, now, out);
+            m.pump_after_change(p, now, out);
         } else if (w.heartbeat_timer.armed()) {
             // notify=systemd: READY=1 proves liveness but does not renew the lease.
             m.deadlines.arm(w.heartbeat_timer, now + p.limits.heartbeat_timeout);
@@ -855,7 +874,7 @@ void Engine::worker_stopping(TimePoint now, WorkerId worker, Decisions& out) {
     if (w->state != WorkerState::leased) {
         Pool& p = *w->pool;
         m.retire(*w, now, out);
-        m.pump(p, now, out);
+        m.pump_after_change(p, now, out);
     }
 }
 

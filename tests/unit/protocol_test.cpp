@@ -21,7 +21,7 @@ TEST_CASE("every FAIL code has its PROTOCOL.md spelling and parses back", "[prot
     CHECK_FALSE(parse_fail_code("Busy").has_value());
 }
 
-TEST_CASE("expiry reasons have their PROTOCOL.md spelling; release and close are not expiries",
+TEST_CASE("expiry reasons have their PROTOCOL.md spelling, release and close are not expiries",
           "[protocol]") {
     CHECK(to_string(EndReason::ttl) == "ttl");
     CHECK(to_string(EndReason::worker_ready) == "worker-ready");

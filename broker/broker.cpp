@@ -1,0 +1,634 @@
+#include "broker/broker.hpp"
+
+#include "broker/log.hpp"
+#include "broker/notify_socket.hpp"
+#include "broker/readiness_probe.hpp"
+#include "broker/run_as.hpp"
+#include "broker/unix_socket.hpp"
+#include "broker/worker_launch.hpp"
+#include "broker/worker_output.hpp"
+#include "spawn/process_supervisor.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <algorithm>
+#include <csignal>
+#include <fcntl.h>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+#include <variant>
+
+extern char** environ;
+
+namespace foreman::broker {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using lease::Clock;
+using lease::TimePoint;
+using protocol::FailCode;
+
+namespace {
+
+/// Backlog of a worker's activation socket: the broker makes at most one
+/// connection per lease, so a few suffice; more hides a hung worker longer.
+constexpr int worker_backlog = 16;
+
+/// A notify datagram from a pid the engine does not know yet is kept this
+/// long (a worker can say READY=1 before its start is reported)...
+constexpr std::chrono::milliseconds early_notify_keep = 2000ms;
+/// ...for at most this many pids, so strangers cannot fill memory.
+constexpr std::size_t early_notify_max = 256;
+
+/// Whether two pool configs start their workers differently (then the
+/// workers of the old config are replaced).
+bool launch_differs(const PoolConfig& a, const PoolConfig& b) {
+    return a.path != b.path || a.args != b.args || a.listen != b.listen || a.run_as != b.run_as ||
+           a.allow_root != b.allow_root || a.limits.notify != b.limits.notify ||
+           a.limits.heartbeat_timeout != b.limits.heartbeat_timeout || a.limits.version != b.limits.version;
+}
+
+} // namespace
+
+/// A worker's runtime side: what the engine does not know.
+struct WorkerRuntime {
+    PoolConfig pool; ///< the config it was started with
+    std::string socket_path;
+    std::string user;
+    int pid = 0;
+    spawn::unique_fd output_read; ///< until the pid is known
+    std::shared_ptr<WorkerOutput> output;
+    std::shared_ptr<ReadinessProbe> probe;
+};
+
+// ---- actions: decisions made self-contained under the lock -------------------
+
+struct SpawnAction {
+    lease::WorkerId worker;
+    PoolConfig pool;
+    WorkerPlacement where;
+};
+struct GrantAction {
+    lease::Grant grant;
+    std::string socket_path;
+    std::shared_ptr<ClientEvents> client;
+};
+struct RejectAction {
+    lease::Reject reject;
+    std::shared_ptr<ClientEvents> client;
+};
+struct SignalAction {
+    lease::WorkerId worker;
+    int signal;
+};
+struct ExpireAction {
+    lease::Expire expire;
+    std::shared_ptr<ClientEvents> client;
+};
+using Action = std::variant<SpawnAction, GrantAction, RejectAction, SignalAction, ExpireAction>;
+using Actions = std::vector<Action>;
+
+struct Broker::Impl {
+    Broker& self;
+    asio::io_context& io;
+    asio::executor_work_guard<asio::io_context::executor_type> work;
+    const std::vector<std::string> inherited_env = inheritable_environment(environ);
+    std::string config_file;
+    std::vector<std::string> overrides;
+
+    std::mutex mu; // guards everything below up to the next comment
+    lease::Engine engine;
+    std::unordered_map<std::string, PoolConfig> pools;
+    std::unordered_map<lease::WorkerId, WorkerRuntime> workers;
+    struct Client {
+        std::weak_ptr<ClientEvents> events;
+    };
+    std::unordered_map<lease::ClientId, Client> clients;
+    lease::ClientId next_client = 1;
+    /// Datagrams from pids not known yet: a worker may say READY=1 before
+    /// the supervisor has reported its pid. Replayed when it is; bounded.
+    struct Early {
+        protocol::NotifyMessage message;
+        TimePoint received;
+    };
+    std::unordered_map<pid_t, Early> early;
+    asio::steady_timer timer;
+    std::optional<TimePoint> armed;
+    bool stopping = false;
+    bool ended_all = false;
+    bool finished = false;
+    asio::steady_timer grace_timer;
+
+    std::function<void()> observer; ///< set before run(), then only read
+
+    // Thread-safe on their own.
+    std::unique_ptr<NotifySocket> notify;
+    std::unique_ptr<spawn::ProcessSupervisor> supervisor;
+
+    Impl(Broker& b, std::string file, std::vector<std::string> ov)
+        : self(b), io(b.io_), work(b.io_.get_executor()), config_file(std::move(file)),
+          overrides(std::move(ov)),
+          engine(lease::EngineOptions{b.config_.global.max_workers, static_cast<std::uint64_t>(::getpid())}),
+          timer(b.io_), grace_timer(b.io_) {}
+
+    const GlobalConfig& global() const { return self.config_.global; }
+    std::string notify_path() const { return global().runtime_dir + "/notify.sock"; }
+    std::string pool_dir(const std::string& protocol) const { return global().runtime_dir + "/" + protocol; }
+
+    // ---- the one way into the engine ---------------------------------------
+
+    /// Runs `f(now, decisions)` under the lock, turns the decisions into
+    /// actions, re-arms the deadline timer, and carries the actions out.
+    template <class F>
+    auto act(F&& f) {
+        Actions actions;
+        using R = decltype(f(TimePoint{}, std::declval<lease::Decisions&>()));
+        if constexpr (std::is_void_v<R>) {
+            {
+                std::lock_guard lock(mu);
+                lease::Decisions out;
+                f(Clock::now(), out);
+                prepare(out, actions);
+                after_event();
+            }
+            carry_out(actions);
+            if (observer) observer();
+        } else {
+            std::optional<R> result;
+            {
+                std::lock_guard lock(mu);
+                lease::Decisions out;
+                result.emplace(f(Clock::now(), out));
+                prepare(out, actions);
+                after_event();
+            }
+            carry_out(actions);
+            if (observer) observer();
+            return std::move(*result);
+        }
+    }
+
+    std::shared_ptr<ClientEvents> client_events(lease::ClientId id) {
+        auto it = clients.find(id);
+        return it == clients.end() ? nullptr : it->second.events.lock();
+    }
+
+    /// Under the lock: decisions → actions carrying every datum they need.
+    void prepare(lease::Decisions& out, Actions& actions) {
+        for (auto& d : out) {
+            if (auto* s = std::get_if<lease::Spawn>(&d)) {
+                auto pool = pools.find(s->protocol);
+                if (pool == pools.end()) continue; // cannot happen: only live pools spawn
+                WorkerRuntime rt;
+                rt.pool = pool->second;
+                rt.user = s->user;
+                rt.socket_path = pool_dir(s->protocol) + "/" + std::to_string(s->worker) + ".sock";
+                WorkerPlacement where{std::to_string(s->worker), rt.socket_path, s->user, notify_path()};
+                actions.push_back(SpawnAction{s->worker, rt.pool, where});
+                workers.emplace(s->worker, std::move(rt));
+            } else if (auto* g = std::get_if<lease::Grant>(&d)) {
+                auto w = workers.find(g->worker);
+                std::string path = w == workers.end() ? std::string{} : w->second.socket_path;
+                actions.push_back(GrantAction{*g, path, client_events(g->client)});
+            } else if (auto* r = std::get_if<lease::Reject>(&d)) {
+                actions.push_back(RejectAction{*r, client_events(r->client)});
+            } else if (auto* t = std::get_if<lease::Terminate>(&d)) {
+                actions.push_back(SignalAction{t->worker, SIGTERM});
+            } else if (auto* k = std::get_if<lease::Kill>(&d)) {
+                actions.push_back(SignalAction{k->worker, SIGKILL});
+            } else if (auto* e = std::get_if<lease::Expire>(&d)) {
+                actions.push_back(ExpireAction{*e, client_events(e->client)});
+            }
+        }
+    }
+
+    /// Under the lock, after every event: the timer, and the stop sequence.
+    void after_event() {
+        if (stopping) {
+            if (!ended_all && engine.live_leases() == 0) end_all_locked();
+            if (ended_all && engine.workers_total() == 0 && !finished) {
+                finished = true;
+                asio::post(io, [this] { finish(); });
+            }
+        }
+        auto next = engine.next_deadline();
+        if (next && (!armed || *next < *armed)) {
+            armed = next;
+            timer.expires_at(*next);
+            timer.async_wait([this](const boost::system::error_code& ec) {
+                if (ec == asio::error::operation_aborted) return; // re-armed earlier
+                {
+                    std::lock_guard lock(mu);
+                    armed.reset();
+                }
+                act([this](TimePoint now, lease::Decisions& out) { engine.expire(now, out); });
+            });
+        }
+    }
+
+    void end_all_locked() {
+        ended_all = true;
+        grace_timer.cancel();
+        lease::Decisions out;
+        engine.end_all(Clock::now(), out);
+        Actions actions;
+        prepare(out, actions);
+        // Carried out after the caller releases the lock.
+        asio::post(io, [this, actions = std::move(actions)]() mutable { carry_out(actions); });
+    }
+
+    // ---- carrying out ------------------------------------------------------
+
+    void carry_out(Actions& actions) {
+        for (auto& a : actions) std::visit([this](auto& x) { run(x); }, a);
+    }
+
+    void run(SpawnAction& s) {
+        spawn::LaunchSpec spec = make_launch_spec(s.pool, s.where, inherited_env);
+        spawn::unique_fd listener, out_read, out_write;
+        try {
+            if (s.pool.listen == ListenMode::activation) listener = listen_unix(s.where.socket_path, worker_backlog);
+            else ::unlink(s.where.socket_path.c_str()); // a stale socket of an earlier worker
+            int p[2];
+            if (::pipe2(p, O_CLOEXEC) < 0) throw std::system_error(errno, std::system_category(), "pipe");
+            out_read.reset(p[0]);
+            out_write.reset(p[1]);
+            if (!s.pool.run_as.empty()) {
+                std::string user = s.pool.run_as == "{user}" ? s.where.user : s.pool.run_as;
+                spec.credentials = resolve_run_as(user, s.pool.allow_root);
+                spec.has_credentials = true;
+            }
+        } catch (const std::exception& e) {
+            spawn_failed(s.worker, e.what());
+            return;
+        }
+        spec.activation_fd = listener.release(); // the supervisor closes them after the start
+        spec.output_fd = out_write.release();
+        {
+            std::lock_guard lock(mu);
+            auto it = workers.find(s.worker);
+            if (it != workers.end()) it->second.output_read = std::move(out_read);
+        }
+        supervisor->start(s.worker, std::move(spec), [this, path = s.pool.path](auto tag, int pid, std::error_code ec) {
+            if (ec) spawn_failed(tag, "exec " + path + ": " + ec.message());
+            else started(tag, pid);
+        });
+    }
+
+    void spawn_failed(lease::WorkerId worker, const std::string& error) {
+        log_warning("spawn of worker " + std::to_string(worker) + " failed: " + error);
+        act([&](TimePoint now, lease::Decisions& out) {
+            forget_worker(worker);
+            engine.spawn_failed(now, worker, error, out);
+        });
+    }
+
+    void started(lease::WorkerId worker, int pid) {
+        act([&](TimePoint now, lease::Decisions& out) {
+            auto it = workers.find(worker);
+            if (it == workers.end()) return;
+            WorkerRuntime& rt = it->second;
+            rt.pid = pid;
+            log_info(rt.pool.name + "[" + std::to_string(pid) + "]: started worker " + std::to_string(worker));
+            if (rt.output_read) rt.output = WorkerOutput::start(io, std::move(rt.output_read), rt.pool.name, pid);
+            engine.worker_started(now, worker, pid, out);
+            if (auto e = early.find(pid); e != early.end()) {
+                apply_notify(now, worker, e->second.message, out);
+                early.erase(e);
+            }
+            if (rt.pool.limits.notify != lease::NotifyMode::none) return;
+            if (rt.pool.listen == ListenMode::activation) {
+                // The broker's own socket listens already: connect() would
+                // succeed before the worker even runs, so it is ready now.
+                engine.worker_ready(now, worker, out);
+                return;
+            }
+            rt.probe = ReadinessProbe::start(io, rt.socket_path, now + rt.pool.limits.start_timeout,
+                                             [this, worker](bool ready) {
+                                                 if (!ready) return; // the engine's start timeout acts
+                                                 act([&](TimePoint t, lease::Decisions& o) {
+                                                     engine.worker_ready(t, worker, o);
+                                                 });
+                                             });
+        });
+    }
+
+    /// Under the lock: the runtime side of a worker that is gone.
+    void forget_worker(lease::WorkerId worker) {
+        auto it = workers.find(worker);
+        if (it == workers.end()) return;
+        if (it->second.probe) it->second.probe->cancel();
+        ::unlink(it->second.socket_path.c_str());
+        workers.erase(it);
+    }
+
+    void exited(lease::WorkerId worker, int pid, int status) {
+        act([&](TimePoint now, lease::Decisions& out) {
+            auto it = workers.find(worker);
+            std::string name = it == workers.end() ? std::string("worker") : it->second.pool.name;
+            log_info(name + "[" + std::to_string(pid) + "]: " + spawn::describe_wait_status(status));
+            forget_worker(worker);
+            engine.worker_exited(now, worker, out);
+        });
+    }
+
+    void run(GrantAction& g) {
+        std::error_code ec;
+        spawn::unique_fd conn = connect_unix(g.socket_path, ec);
+        if (conn) {
+            if (g.client) g.client->granted(g.grant.ticket, g.grant.lease, g.grant.pid, g.grant.ttl, std::move(conn));
+            return;
+        }
+        // The worker does not accept: it is broken. End the lease, retire the
+        // worker, and tell the client why.
+        std::string text = "worker " + std::to_string(g.grant.worker) + " refused the connection: " + ec.message();
+        log_warning(text);
+        act([&](TimePoint now, lease::Decisions& out) {
+            engine.worker_stopping(now, g.grant.worker, out);
+            engine.release(now, g.grant.lease, g.grant.client, 0, out);
+        });
+        if (g.client) g.client->rejected(g.grant.ticket, FailCode::spawn_failed, text);
+    }
+
+    void run(RejectAction& r) {
+        if (r.client) r.client->rejected(r.reject.ticket, r.reject.code, r.reject.text);
+    }
+
+    void run(SignalAction& s) { supervisor->signal_group(s.worker, s.signal); }
+
+    void run(ExpireAction& e) {
+        if (e.client) e.client->expired(e.expire.lease, e.expire.reason);
+    }
+
+    // ---- notify datagrams ----------------------------------------------------
+
+    void notified(pid_t pid, const protocol::NotifyMessage& m) {
+        act([&](TimePoint now, lease::Decisions& out) {
+            auto worker = engine.worker_by_pid(pid);
+            if (worker) {
+                apply_notify(now, *worker, m, out);
+                return;
+            }
+            remember_early(now, pid, m);
+        });
+    }
+
+    void apply_notify(TimePoint now, lease::WorkerId worker, const protocol::NotifyMessage& m,
+                      lease::Decisions& out) {
+        if (m.status) engine.worker_status(worker, *m.status);
+        if (m.ready) engine.worker_ready(now, worker, out);
+        if (m.watchdog) engine.worker_heartbeat(now, worker, out);
+        if (m.stopping) engine.worker_stopping(now, worker, out);
+    }
+
+    /// Under the lock: keeps a datagram of an unknown pid for a while, in
+    /// case it is a worker whose start is not reported yet.
+    void remember_early(TimePoint now, pid_t pid, const protocol::NotifyMessage& m) {
+        for (auto it = early.begin(); it != early.end();)
+            it = now - it->second.received > early_notify_keep ? early.erase(it) : std::next(it);
+        if (early.size() >= early_notify_max && !early.count(pid)) {
+            log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker: ignored");
+            return;
+        }
+        log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker (yet): kept for " +
+                  std::to_string(early_notify_keep.count()) + " ms");
+        Early& e = early[pid];
+        e.received = now;
+        e.message.ready = e.message.ready || m.ready;
+        e.message.watchdog = e.message.watchdog || m.watchdog;
+        e.message.stopping = e.message.stopping || m.stopping;
+        if (m.status) e.message.status = m.status;
+    }
+
+    // ---- pools -----------------------------------------------------------------
+
+    PoolResult add_pool_locked(const PoolConfig& pool, TimePoint now, lease::Decisions& out, std::string& error) {
+        if (pools.count(pool.name)) return PoolResult::exists;
+        try {
+            make_directories(pool_dir(pool.name), 0750);
+        } catch (const std::exception& e) {
+            error = e.what();
+            return PoolResult::invalid;
+        }
+        auto change = engine.add_pool(now, pool.name, pool.limits, out);
+        if (change == lease::PoolChange::shutting_down) return PoolResult::shutting_down;
+        if (change == lease::PoolChange::exists) return PoolResult::exists;
+        pools.emplace(pool.name, pool);
+        return PoolResult::ok;
+    }
+
+    void apply_config(const Config& next) {
+        act([&](TimePoint now, lease::Decisions& out) {
+            for (auto it = pools.begin(); it != pools.end();) {
+                bool kept = std::any_of(next.pools.begin(), next.pools.end(),
+                                        [&](const PoolConfig& p) { return p.name == it->first; });
+                if (kept) {
+                    ++it;
+                    continue;
+                }
+                log_info("pool " + it->first + " removed: it drains");
+                engine.remove_pool(now, it->first, out);
+                it = pools.erase(it);
+            }
+            for (const auto& p : next.pools) {
+                auto it = pools.find(p.name);
+                if (it == pools.end()) {
+                    std::string error;
+                    if (add_pool_locked(p, now, out, error) == PoolResult::ok) log_info("pool " + p.name + " added");
+                    else log_error("pool " + p.name + ": " + error);
+                } else if (!(it->second == p)) {
+                    bool restart = launch_differs(it->second, p);
+                    engine.update_pool(now, p.name, p.limits, restart, out);
+                    it->second = p;
+                    log_info("pool " + p.name + " changed" + (restart ? ": its workers are replaced" : ""));
+                }
+            }
+            if (next.global.max_workers != global().max_workers) {
+                engine.set_max_workers(now, next.global.max_workers, out);
+                self.config_.global.max_workers = next.global.max_workers;
+            }
+        });
+    }
+
+    // ---- stopping ----------------------------------------------------------------
+
+    void begin_stop() {
+        act([&](TimePoint now, lease::Decisions& out) {
+            if (stopping) return;
+            stopping = true;
+            log_info("stopping: no new leases; waiting up to " +
+                     std::to_string(global().shutdown_grace.count()) + " ms for " +
+                     std::to_string(engine.live_leases()) + " leases");
+            engine.begin_shutdown(now, out);
+            grace_timer.expires_after(global().shutdown_grace);
+            grace_timer.async_wait([this](const boost::system::error_code& ec) {
+                if (ec) return;
+                std::lock_guard lock(mu);
+                if (!ended_all) end_all_locked();
+            });
+        });
+    }
+
+    void finish() {
+        {
+            std::lock_guard lock(mu);
+            grace_timer.cancel();
+            timer.cancel();
+        }
+        if (notify) notify->close();
+        log_info("stopped");
+        work.reset();
+        io.stop();
+    }
+};
+
+// ---- Broker -----------------------------------------------------------------------
+
+Broker::Broker(Config config, std::string config_file, std::vector<std::string> overrides)
+    : io_(static_cast<int>(std::max(1u, config.global.threads))), config_(std::move(config)),
+      impl_(std::make_unique<Impl>(*this, std::move(config_file), std::move(overrides))) {
+    make_directories(config_.global.runtime_dir, 0750);
+    impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
+        [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
+    impl_->notify = std::make_unique<NotifySocket>(
+        io_, impl_->notify_path(), [m = impl_.get()](pid_t pid, const protocol::NotifyMessage& msg) {
+            m->notified(pid, msg);
+        });
+    // The pools exist from here on; their min_idle workers start now and are
+    // watched once run() runs the io_context.
+    impl_->act([&](TimePoint now, lease::Decisions& out) {
+        for (const auto& pool : config_.pools) {
+            std::string error;
+            if (impl_->add_pool_locked(pool, now, out, error) != PoolResult::ok)
+                throw std::runtime_error("pool " + pool.name + ": " + error);
+        }
+    });
+}
+
+Broker::~Broker() {
+    // Workers still running die with the supervisor (SIGKILL to their groups).
+    impl_->supervisor.reset();
+    if (impl_->notify) impl_->notify->close();
+    std::lock_guard lock(impl_->mu);
+    for (auto& [id, rt] : impl_->workers) ::unlink(rt.socket_path.c_str());
+}
+
+void Broker::run(bool handle_signals) {
+    auto& m = *impl_;
+    std::optional<asio::signal_set> signals;
+    std::function<void()> wait_signal;
+    if (handle_signals) {
+        signals.emplace(io_, SIGTERM, SIGINT, SIGHUP);
+        wait_signal = [&] {
+            signals->async_wait([&](const boost::system::error_code& ec, int sig) {
+                if (ec) return;
+                if (sig == SIGHUP) {
+                    reload();
+                } else {
+                    log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": stopping");
+                    stop();
+                }
+                wait_signal();
+            });
+        };
+        wait_signal();
+    }
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < config_.global.threads; ++i) threads.emplace_back([this] { io_.run(); });
+    io_.run();
+    for (auto& t : threads) t.join();
+    if (signals) signals->cancel();
+    // Every worker is reaped (the stop sequence waited for it); remove what is ours.
+    std::lock_guard lock(m.mu);
+    for (auto& [name, pool] : m.pools) ::rmdir(m.pool_dir(name).c_str());
+}
+
+void Broker::stop() {
+    asio::post(io_, [m = impl_.get()] { m->begin_stop(); });
+}
+
+void Broker::reload() {
+    auto& m = *impl_;
+    if (m.config_file.empty()) {
+        log_warning("SIGHUP: no config file to reload");
+        return;
+    }
+    try {
+        Config next = load_config(m.config_file, m.overrides);
+        GlobalConfig unchanged = next.global;
+        unchanged.max_workers = config_.global.max_workers; // the one global key applied at once
+        if (!(unchanged == config_.global))
+            log_warning("SIGHUP: global keys other than max_workers take effect on restart only");
+        m.apply_config(next);
+        log_info("SIGHUP: reloaded " + m.config_file);
+    } catch (const ConfigError& e) {
+        log_error("SIGHUP: " + std::string(e.what()) + "; the old configuration stays in force");
+    } catch (const std::exception& e) {
+        log_error("SIGHUP: " + std::string(e.what()) + "; the old configuration stays in force");
+    }
+}
+
+lease::ClientId Broker::open_client(std::weak_ptr<ClientEvents> events) {
+    std::lock_guard lock(impl_->mu);
+    lease::ClientId id = impl_->next_client++;
+    impl_->clients.emplace(id, Impl::Client{std::move(events)});
+    return id;
+}
+
+void Broker::close_client(lease::ClientId client) {
+    impl_->act([&](TimePoint now, lease::Decisions& out) {
+        impl_->engine.client_closed(now, client, out);
+        impl_->clients.erase(client);
+    });
+}
+
+void Broker::lease(const lease::LeaseRequest& request) {
+    impl_->act([&](TimePoint now, lease::Decisions& out) { impl_->engine.request_lease(now, request, out); });
+}
+
+std::optional<std::chrono::milliseconds> Broker::renew(lease::LeaseId lease, lease::ClientId client,
+                                                       lease::Uid uid) {
+    return impl_->act([&](TimePoint now, lease::Decisions&) { return impl_->engine.renew(now, lease, client, uid); });
+}
+
+bool Broker::release(lease::LeaseId lease, lease::ClientId client, lease::Uid uid) {
+    return impl_->act(
+        [&](TimePoint now, lease::Decisions& out) { return impl_->engine.release(now, lease, client, uid, out); });
+}
+
+lease::Snapshot Broker::snapshot() {
+    std::lock_guard lock(impl_->mu);
+    return impl_->engine.snapshot(Clock::now());
+}
+
+PoolResult Broker::register_pool(PoolConfig pool, std::string& error) {
+    return impl_->act([&](TimePoint now, lease::Decisions& out) {
+        if (impl_->stopping) return PoolResult::shutting_down;
+        return impl_->add_pool_locked(pool, now, out, error);
+    });
+}
+
+PoolResult Broker::unregister_pool(const std::string& protocol) {
+    return impl_->act([&](TimePoint now, lease::Decisions& out) {
+        if (!impl_->pools.count(protocol)) return PoolResult::unknown;
+        impl_->engine.remove_pool(now, protocol, out);
+        impl_->pools.erase(protocol);
+        return PoolResult::ok;
+    });
+}
+
+void Broker::set_observer(std::function<void()> observer) { impl_->observer = std::move(observer); }
+
+std::optional<PoolConfig> Broker::pool_config(const std::string& protocol) {
+    std::lock_guard lock(impl_->mu);
+    auto it = impl_->pools.find(protocol);
+    if (it == impl_->pools.end()) return std::nullopt;
+    return it->second;
+}
+
+} // namespace foreman::broker

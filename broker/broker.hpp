@@ -1,0 +1,89 @@
+#pragma once
+// The broker: wires events (control requests, notify datagrams, process
+// exits, the deadline timer, signals) to the lease engine and carries out
+// its decisions (spawn, signal, hand a worker connection over, tell a client).
+//
+// Ownership: one mutex guards the engine and everything keyed by its ids
+// (workers' runtime state, pool configs, clients). Decisions are turned into
+// self-contained actions under the lock and carried out after it is released,
+// so no system call but clock reads happens while it is held.
+
+#include "broker/config.hpp"
+#include "lease/engine.hpp"
+#include "spawn/unique_fd.hpp"
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace foreman::broker {
+
+/// What a client connection hears from the broker, outside the engine lock,
+/// on any io thread. A control session implements it.
+class ClientEvents {
+public:
+    virtual ~ClientEvents() = default;
+    /// LEASE answered OK: `worker` is a connection to the worker, to hand over.
+    virtual void granted(lease::Ticket ticket, lease::LeaseId lease, int pid, std::chrono::milliseconds ttl,
+                         spawn::unique_fd worker) = 0;
+    virtual void rejected(lease::Ticket ticket, protocol::FailCode code, const std::string& text) = 0;
+    /// A lease of this client ended other than by its RELEASE.
+    virtual void expired(lease::LeaseId lease, protocol::EndReason reason) = 0;
+};
+
+enum class PoolResult { ok, exists, unknown, invalid, shutting_down };
+
+class Broker {
+public:
+    /// Creates the runtime directory and the notify socket and declares the
+    /// pools (min_idle workers start when run() does). `config_file` and
+    /// `overrides` are what SIGHUP reloads. Throws std::system_error.
+    Broker(Config config, std::string config_file = {}, std::vector<std::string> overrides = {});
+    ~Broker();
+    Broker(const Broker&) = delete;
+    Broker& operator=(const Broker&) = delete;
+
+    /// Serves until stopped, on `threads` threads (the caller's among them).
+    /// With `handle_signals`, SIGTERM/SIGINT stop it and SIGHUP reloads.
+    /// Returns once every worker is reaped and every socket removed.
+    void run(bool handle_signals = true);
+    /// Graceful stop (SIGTERM): no new leases, queued LEASEs fail
+    /// shutting-down, leases get shutdown_grace_ms to end, then every worker
+    /// is stopped and reaped. Thread-safe; returns at once.
+    void stop();
+    /// SIGHUP: reload the config file; a bad one is logged and ignored.
+    void reload();
+    boost::asio::io_context& io() { return io_; }
+    const GlobalConfig& global() const { return config_.global; }
+
+    // ---- for control sessions (and tests) ----------------------------------
+    lease::ClientId open_client(std::weak_ptr<ClientEvents> events);
+    void close_client(lease::ClientId client);
+    /// Answered later through the client's ClientEvents.
+    void lease(const lease::LeaseRequest& request);
+    std::optional<std::chrono::milliseconds> renew(lease::LeaseId lease, lease::ClientId client, lease::Uid uid);
+    bool release(lease::LeaseId lease, lease::ClientId client, lease::Uid uid);
+    lease::Snapshot snapshot();
+    /// REGISTER: the pool as if it were in the file. `error` says why not.
+    PoolResult register_pool(PoolConfig pool, std::string& error);
+    /// UNREGISTER: the pool drains.
+    PoolResult unregister_pool(const std::string& protocol);
+    /// The config of a live pool (allow_users is checked by the session).
+    std::optional<PoolConfig> pool_config(const std::string& protocol);
+    /// Called (outside the lock) after every event the engine handled: lets
+    /// tests and metrics wait for a state instead of sleeping. Set it before run().
+    void set_observer(std::function<void()> observer);
+
+private:
+    struct Impl;
+    boost::asio::io_context io_;
+    Config config_;
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace foreman::broker

@@ -1,0 +1,24 @@
+#pragma once
+// The few unix-socket system calls the broker makes itself, each creating
+// its descriptor close-on-exec (Asio never sets FD_CLOEXEC: NOTES.md).
+
+#include "spawn/unique_fd.hpp"
+
+#include <string>
+#include <system_error>
+
+namespace foreman::broker {
+
+/// A listening SOCK_STREAM socket bound at `path` (a stale file there is
+/// removed first). Throws std::system_error naming the path.
+spawn::unique_fd listen_unix(const std::string& path, int backlog);
+
+/// A SOCK_STREAM connection to `path`, blocking until connected (a unix
+/// connect to a listening socket completes at once or fails at once).
+/// Returns an empty fd and sets `error` on failure.
+spawn::unique_fd connect_unix(const std::string& path, std::error_code& error);
+
+/// mkdir -p with `mode` for the directories it creates. Throws std::system_error.
+void make_directories(const std::string& path, unsigned mode);
+
+} // namespace foreman::broker

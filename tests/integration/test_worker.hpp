@@ -1,0 +1,22 @@
+#pragma once
+// The integration test binary re-runs itself as a worker (libuv's habit):
+// `<test binary> worker <mode>` behaves as foreman's worker contract says, or
+// misbehaves on cue. Modes:
+//   echo            READY=1, echo lines, READY=1 after each connection
+//   never-ready     listens, never says READY=1
+//   crash-at-start  exits 3 at once
+//   ignore-term     as echo, but ignores SIGTERM
+//   no-heartbeat    READY=1, then takes a connection and goes silent
+//   exit-mid-lease  READY=1, exits 0 as soon as a connection arrives
+//   grandchild      forks a child that ignores SIGTERM (its pid on stdout as
+//                   "grandchild <pid>"), then as echo
+//   dump FILE       writes its pid, sid, argv and environment to FILE, then as echo
+//   heartbeat       as echo, and WATCHDOG=1 every WATCHDOG_USEC/4 while serving
+
+namespace foreman::test {
+
+/// If argv asks for a worker mode, runs it and returns its exit status;
+/// otherwise returns -1.
+int run_test_worker(int argc, char** argv);
+
+} // namespace foreman::test

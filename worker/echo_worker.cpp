@@ -1,0 +1,317 @@
+// foreman-echo: the example worker. It echoes every byte of one connection at
+// a time back to its sender, and speaks notify protocol "foreman": READY=1
+// when listening and again after each connection ends (that ends the lease),
+// WATCHDOG=1 while serving. See docs/echo-worker.md.
+//
+// Usage: foreman-echo [SOCKET]
+//   With socket activation (LISTEN_FDS=1, LISTEN_PID=<pid>) it serves fd 3.
+//   Otherwise it binds SOCKET, or $FOREMAN_SOCKET, itself (listen=path).
+
+#include <systemd/sd-daemon.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// A fatal error: main() prints it as one line and exits 1.
+struct fatal_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void fail_errno(std::string_view what) {
+    throw fatal_error(std::string(what) + ": " + std::strerror(errno));
+}
+
+/// Owns one descriptor.
+class fd_guard {
+public:
+    fd_guard() = default;
+    explicit fd_guard(int fd) noexcept : fd_(fd) {}
+    fd_guard(fd_guard&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    fd_guard& operator=(fd_guard&& other) noexcept {
+        if (this != &other) {
+            close_now();
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    fd_guard(const fd_guard&) = delete;
+    fd_guard& operator=(const fd_guard&) = delete;
+    ~fd_guard() { close_now(); }
+
+    int get() const noexcept { return fd_; }
+    void close_now() noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+/// sd_notify() wrapper: a worker started without NOTIFY_SOCKET notifies no
+/// one; a failure to send is reported once but is not fatal (if the broker is
+/// gone, its death signal ends us anyway).
+void notify(const char* state) {
+    static bool warned = false;
+    int r = sd_notify(0, state);
+    if (r < 0 && !warned) {
+        warned = true;
+        std::fprintf(stderr, "foreman-echo: sd_notify failed: %s\n", std::strerror(-r));
+    }
+}
+
+/// The socket path given by argv[1], else $FOREMAN_SOCKET.
+std::string socket_path_from(int argc, char** argv) {
+    if (argc > 1) return argv[1];
+    if (const char* env = std::getenv("FOREMAN_SOCKET"); env != nullptr && *env != '\0') return env;
+    throw fatal_error("no listening socket: not socket-activated, and neither argv[1] nor FOREMAN_SOCKET names a path");
+}
+
+/// listen=path: bind `path` ourselves, replacing a stale socket file left by
+/// a previous worker, but never a file of any other kind.
+fd_guard bind_path(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw fatal_error("socket path too long: " + path);
+    std::memcpy(addr.sun_path, path.data(), path.size());
+
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) throw fatal_error("refusing to replace non-socket file " + path);
+        if (::unlink(path.c_str()) != 0) fail_errno("unlink " + path);
+    } else if (errno != ENOENT) {
+        fail_errno("stat " + path);
+    }
+
+    fd_guard fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) fail_errno("socket");
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) fail_errno("bind " + path);
+    if (::listen(fd.get(), SOMAXCONN) != 0) fail_errno("listen " + path);
+    return fd;
+}
+
+/// The listening socket: fd 3 from socket activation, else one we bind.
+/// `bound_path` is set when we bound it (so we remove it on exit).
+fd_guard listening_socket(int argc, char** argv, std::optional<std::string>& bound_path) {
+    // A LISTEN_FDS meant for us but ignored (LISTEN_PID not our pid) would
+    // make us bind FOREMAN_SOCKET over the broker's socket: say so instead.
+    const char* listen_fds = std::getenv("LISTEN_FDS");
+    bool activation_requested = listen_fds != nullptr && *listen_fds != '\0';
+    // unset_environment=1: LISTEN_* describe this process only.
+    int n = sd_listen_fds(1);
+    if (n < 0) throw fatal_error(std::string("sd_listen_fds: ") + std::strerror(-n));
+    if (n == 0 && activation_requested)
+        throw fatal_error("LISTEN_FDS is set but LISTEN_PID is not this process's pid");
+    if (n > 1) throw fatal_error("expected 1 activation socket, got " + std::to_string(n));
+    if (n == 1) {
+        int fd = SD_LISTEN_FDS_START;
+        int r = sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1);
+        if (r < 0) throw fatal_error(std::string("fd 3: ") + std::strerror(-r));
+        if (r == 0) throw fatal_error("fd 3 is not a listening AF_UNIX stream socket");
+        return fd_guard(fd);
+    }
+    std::string path = socket_path_from(argc, argv);
+    fd_guard fd = bind_path(path);
+    bound_path = std::move(path);
+    return fd;
+}
+
+/// SIGTERM and SIGINT arrive as readable data on a signalfd, so no code runs
+/// in a signal handler and poll() sees them like any other event.
+fd_guard termination_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) fail_errno("sigprocmask");
+    fd_guard fd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (fd.get() < 0) fail_errno("signalfd");
+    return fd;
+}
+
+/// Heartbeats every WATCHDOG_USEC/2 while a connection is served; off when
+/// the broker asked for none (WATCHDOG_USEC unset, or WATCHDOG_PID not ours).
+class watchdog {
+public:
+    watchdog() {
+        uint64_t usec = 0;
+        int r = sd_watchdog_enabled(0, &usec);
+        if (r < 0) throw fatal_error(std::string("bad WATCHDOG_USEC: ") + std::strerror(-r));
+        if (r > 0 && usec > 0) interval_ = std::chrono::microseconds(std::max<uint64_t>(usec / 2, 1));
+    }
+
+    /// Sends a heartbeat now and schedules the next one.
+    void beat() {
+        if (!interval_) return;
+        notify("WATCHDOG=1");
+        next_ = clock_type::now() + *interval_;
+    }
+
+    /// Sends a heartbeat if one is due; returns the poll() timeout until the
+    /// next one, in milliseconds (-1 = wait forever).
+    int beat_if_due() {
+        if (!interval_) return -1;
+        auto now = clock_type::now();
+        if (now >= next_) beat();
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(next_ - clock_type::now());
+        return static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
+    }
+
+private:
+    std::optional<clock_type::duration> interval_;
+    clock_type::time_point next_{};
+};
+
+enum class outcome { connection_ended, terminate };
+
+/// Returns true when the signalfd reported SIGTERM or SIGINT.
+bool termination_requested(int sig_fd) {
+    signalfd_siginfo info{};
+    bool any = false;
+    while (::read(sig_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) any = true;
+    return any;
+}
+
+/// Echoes `conn` until the peer's EOF (after the echoed bytes are flushed),
+/// an error on the connection, or a termination signal.
+outcome serve(int conn, int sig_fd, watchdog& dog) {
+    std::array<char, 64 * 1024> buf{};
+    std::size_t pending = 0; // bytes read but not yet written back
+    std::size_t sent = 0;    // of those, already written
+    bool peer_eof = false;
+
+    dog.beat();
+    for (;;) {
+        if (peer_eof && pending == 0) return outcome::connection_ended;
+
+        // Read only when the buffer is empty: a client that stops reading
+        // stops being read (backpressure) but still gets heartbeats.
+        std::array<pollfd, 2> fds{{
+            {conn, static_cast<short>(pending > 0 ? POLLOUT : POLLIN), 0},
+            {sig_fd, POLLIN, 0},
+        }};
+        int timeout = dog.beat_if_due();
+        int r = ::poll(fds.data(), fds.size(), timeout);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            fail_errno("poll");
+        }
+        if ((fds[1].revents & POLLIN) && termination_requested(sig_fd)) return outcome::terminate;
+        if (fds[0].revents == 0) continue;
+
+        if (pending > 0) {
+            ssize_t n = ::send(conn, buf.data() + sent, pending - sent, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                return outcome::connection_ended; // EPIPE, ECONNRESET: the client left
+            }
+            sent += static_cast<std::size_t>(n);
+            if (sent == pending) pending = sent = 0;
+        } else {
+            ssize_t n = ::recv(conn, buf.data(), buf.size(), 0);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                return outcome::connection_ended;
+            }
+            if (n == 0) peer_eof = true;
+            pending = static_cast<std::size_t>(n);
+        }
+    }
+}
+
+/// Accepts one connection at a time until SIGTERM/SIGINT.
+void run(int listen_fd, int sig_fd) {
+    watchdog dog;
+    notify("READY=1\nSTATUS=idle");
+    for (;;) {
+        std::array<pollfd, 2> fds{{{listen_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}}};
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
+            if (errno == EINTR) continue;
+            fail_errno("poll");
+        }
+        if ((fds[1].revents & POLLIN) && termination_requested(sig_fd)) break;
+        if ((fds[0].revents & (POLLERR | POLLNVAL)) != 0) throw fatal_error("listening socket failed");
+        if ((fds[0].revents & POLLIN) == 0) continue;
+
+        fd_guard conn(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (conn.get() < 0) {
+            // The peer may have gone between poll() and accept4(): not our error.
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            fail_errno("accept4");
+        }
+        notify("STATUS=serving");
+        outcome result = serve(conn.get(), sig_fd, dog);
+        conn.close_now();
+        if (result == outcome::terminate) break;
+        // With notify=foreman this READY=1 tells the broker the lease is done.
+        notify("READY=1\nSTATUS=idle");
+    }
+    notify("STOPPING=1");
+}
+
+/// Removes the socket file we bound, unless someone has replaced it since.
+class bound_socket_file {
+public:
+    explicit bound_socket_file(std::optional<std::string> path) : path_(std::move(path)) {
+        struct stat st {};
+        if (path_ && ::lstat(path_->c_str(), &st) == 0) identity_ = {st.st_dev, st.st_ino};
+    }
+    bound_socket_file(const bound_socket_file&) = delete;
+    bound_socket_file& operator=(const bound_socket_file&) = delete;
+    ~bound_socket_file() {
+        struct stat st {};
+        if (path_ && identity_ && ::lstat(path_->c_str(), &st) == 0 &&
+            std::pair{st.st_dev, st.st_ino} == *identity_)
+            ::unlink(path_->c_str());
+    }
+
+private:
+    std::optional<std::string> path_;
+    std::optional<std::pair<dev_t, ino_t>> identity_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc > 2 || (argc == 2 && (std::string_view(argv[1]) == "-h" || std::string_view(argv[1]) == "--help"))) {
+        std::fprintf(argc == 2 ? stdout : stderr,
+                     "usage: foreman-echo [SOCKET]\n"
+                     "Echoes each connection back to its sender. Serves fd 3 when socket-activated\n"
+                     "(LISTEN_FDS/LISTEN_PID), else binds SOCKET or $FOREMAN_SOCKET.\n");
+        return argc == 2 ? 0 : 2;
+    }
+    try {
+        fd_guard sig_fd = termination_signals();
+        std::optional<std::string> bound_path;
+        fd_guard listen_fd = listening_socket(argc, argv, bound_path);
+        bound_socket_file cleanup(std::move(bound_path));
+        run(listen_fd.get(), sig_fd.get());
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "foreman-echo: %s\n", e.what());
+        return 1;
+    }
+}
