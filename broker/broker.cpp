@@ -1,5 +1,6 @@
 #include "broker/broker.hpp"
 
+#include "broker/control_server.hpp"
 #include "broker/log.hpp"
 #include "broker/notify_socket.hpp"
 #include "broker/readiness_probe.hpp"
@@ -127,6 +128,7 @@ struct Broker::Impl {
     std::function<void()> observer; ///< set before run(), then only read
 
     // Thread-safe on their own.
+    std::unique_ptr<ControlServer> control;
     std::unique_ptr<NotifySocket> notify;
     std::unique_ptr<spawn::ProcessSupervisor> supervisor;
 
@@ -480,6 +482,7 @@ struct Broker::Impl {
             grace_timer.cancel();
             timer.cancel();
         }
+        if (control) control->close();
         if (notify) notify->close();
         log_info("stopped");
         work.reset();
@@ -493,6 +496,9 @@ Broker::Broker(Config config, std::string config_file, std::vector<std::string> 
     : io_(static_cast<int>(std::max(1u, config.global.threads))), config_(std::move(config)),
       impl_(std::make_unique<Impl>(*this, std::move(config_file), std::move(overrides))) {
     make_directories(config_.global.runtime_dir, 0750);
+    // First the control socket: it refuses to start beside a live broker
+    // before anything of that broker's (its notify socket) is touched.
+    impl_->control = std::make_unique<ControlServer>(*this, io_, config_.global);
     impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
         [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
     impl_->notify = std::make_unique<NotifySocket>(
@@ -520,6 +526,8 @@ Broker::~Broker() {
 
 void Broker::run(bool handle_signals) {
     auto& m = *impl_;
+    m.control->start();
+    log_info("listening on " + config_.global.control_socket);
     std::optional<asio::signal_set> signals;
     std::function<void()> wait_signal;
     if (handle_signals) {
@@ -588,7 +596,18 @@ void Broker::close_client(lease::ClientId client) {
 }
 
 void Broker::lease(const lease::LeaseRequest& request) {
-    impl_->act([&](TimePoint now, lease::Decisions& out) { impl_->engine.request_lease(now, request, out); });
+    impl_->act([&](TimePoint now, lease::Decisions& out) {
+        auto pool = impl_->pools.find(request.protocol);
+        if (pool != impl_->pools.end() && !pool->second.allow_uids.empty() &&
+            std::find(pool->second.allow_uids.begin(), pool->second.allow_uids.end(), request.uid) ==
+                pool->second.allow_uids.end()) {
+            out.push_back(lease::Reject{request.ticket, request.client, FailCode::denied,
+                                        "uid " + std::to_string(request.uid) + " may not lease from pool " +
+                                            request.protocol + " (allow_users)"});
+            return;
+        }
+        impl_->engine.request_lease(now, request, out);
+    });
 }
 
 std::optional<std::chrono::milliseconds> Broker::renew(lease::LeaseId lease, lease::ClientId client,

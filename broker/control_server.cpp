@@ -1,0 +1,110 @@
+#include "broker/control_server.hpp"
+
+#include "broker/control_session.hpp"
+#include "broker/log.hpp"
+#include "broker/unix_socket.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <cstring>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace foreman::broker {
+
+namespace asio = boost::asio;
+
+bool socket_is_live(const std::string& path) {
+    std::error_code ec;
+    spawn::unique_fd fd = connect_unix(path, ec);
+    return static_cast<bool>(fd) || ec == std::errc::resource_unavailable_try_again;
+}
+
+ControlServer::ControlServer(Broker& broker, asio::io_context& io, const GlobalConfig& global)
+    : broker_(broker), io_(io), path_(global.control_socket), max_clients_(global.max_clients), listener_(io) {
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            throw std::runtime_error("control_socket " + path_ + " exists and is not a socket");
+        if (socket_is_live(path_))
+            throw std::runtime_error("another broker answers on " + path_ + "; not taking it over");
+        log_info("replacing the stale control socket " + path_);
+    }
+    make_directories(path_.substr(0, path_.rfind('/')), 0750);
+    spawn::unique_fd fd = listen_unix(path_, SOMAXCONN);
+    if (::chmod(path_.c_str(), global.control_socket_mode) < 0)
+        throw std::system_error(errno, std::system_category(), "chmod " + path_);
+    listener_.assign(fd.release());
+    listener_.non_blocking(true);
+}
+
+ControlServer::~ControlServer() { close(); }
+
+void ControlServer::start() { accept(); }
+
+void ControlServer::accept() {
+    listener_.async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+        if (ec) return; // closed
+        on_readable();
+        accept();
+    });
+}
+
+void ControlServer::on_readable() {
+    for (;;) {
+        // accept4: Asio's accept sets no FD_CLOEXEC.
+        int fd = ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warning(std::string("accept on the control socket: ") + std::strerror(errno));
+            return;
+        }
+        spawn::unique_fd conn(fd);
+        PeerCredentials peer;
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer = {cred.pid, cred.uid, cred.gid};
+        auto session = std::make_shared<ControlSession>(broker_, *this, io_, std::move(conn), peer);
+        bool refuse;
+        {
+            std::lock_guard lock(mu_);
+            if (closed_) return;
+            refuse = sessions_.size() >= max_clients_;
+            sessions_.emplace(session.get(), session);
+        }
+        if (refuse) {
+            log_warning("max_clients (" + std::to_string(max_clients_) + ") reached: refusing a connection of uid " +
+                        std::to_string(peer.uid));
+            session->refuse("max_clients (" + std::to_string(max_clients_) + ") reached");
+        } else {
+            session->start();
+        }
+    }
+}
+
+void ControlServer::session_ended(ControlSession* session) {
+    std::shared_ptr<ControlSession> keep; // destroyed outside the lock
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    keep = std::move(it->second);
+    sessions_.erase(it);
+}
+
+void ControlServer::close() {
+    std::unordered_map<ControlSession*, std::shared_ptr<ControlSession>> sessions;
+    {
+        std::lock_guard lock(mu_);
+        if (closed_) return;
+        closed_ = true;
+        sessions.swap(sessions_);
+    }
+    boost::system::error_code ignored;
+    listener_.close(ignored);
+    ::unlink(path_.c_str());
+    for (auto& [p, s] : sessions) s->close();
+}
+
+} // namespace foreman::broker

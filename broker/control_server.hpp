@@ -1,0 +1,56 @@
+#pragma once
+// The control socket: binds it (refusing to take over a live broker's,
+// replacing a stale one), accepts connections up to max_clients, and
+// starts a ControlSession for each.
+
+#include "broker/config.hpp"
+#include "lease/decision.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <string>
+
+namespace foreman::broker {
+
+class Broker;
+class ControlSession;
+
+class ControlServer {
+public:
+    /// Binds `global.control_socket` with `control_socket_mode`. Throws
+    /// std::runtime_error when a live broker answers there or it cannot bind.
+    ControlServer(Broker& broker, boost::asio::io_context& io, const GlobalConfig& global);
+    ~ControlServer();
+
+    void start();
+    /// Stops accepting, closes every session, removes the socket file.
+    void close();
+
+    /// A broker-wide unique LEASE ticket.
+    lease::Ticket next_ticket() { return ++tickets_; }
+    void session_ended(ControlSession* session);
+
+private:
+    void accept();
+    void on_readable();
+
+    Broker& broker_;
+    boost::asio::io_context& io_;
+    std::string path_;
+    std::uint32_t max_clients_;
+    boost::asio::posix::stream_descriptor listener_;
+    std::atomic<lease::Ticket> tickets_{0};
+    std::mutex mu_; ///< guards sessions_ and closed_
+    std::unordered_map<ControlSession*, std::shared_ptr<ControlSession>> sessions_;
+    bool closed_ = false;
+};
+
+/// Whether a process answers on the unix socket at `path`.
+bool socket_is_live(const std::string& path);
+
+} // namespace foreman::broker
