@@ -1,0 +1,229 @@
+// The warm lease cycle from one client (issue 4's figure): LEASE, receive the
+// worker descriptor, one 64-byte echo, close, RELEASE — through foreman, and
+// through the cheapest broker that does the same (a blocking single-threaded
+// loop that connect()s to the worker socket and passes the descriptor),
+// measured in the same run with the same client code and the same worker.
+//
+//   lease_cycle_bench [--cycles N] [--quick]
+
+#include "broker/broker.hpp"
+#include "broker/log.hpp"
+#include "broker/unix_socket.hpp"
+#include "protocol/control_line.hpp"
+#include "protocol/scm_rights.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace fb = foreman::broker;
+namespace fp = foreman::protocol;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+    std::fprintf(stderr, "lease_cycle_bench: %s: %s\n", what.c_str(), std::strerror(errno));
+    std::exit(1);
+}
+
+/// A blocking line client that also collects descriptors.
+class Client {
+public:
+    explicit Client(const std::string& path) {
+        std::error_code ec;
+        fd_ = fb::connect_unix(path, ec);
+        if (!fd_) die("connect " + path);
+        write_all(fp::version_line());
+        expect_line(); // the broker's VERSION
+    }
+
+    /// One full cycle; returns false on any unexpected answer.
+    bool cycle(const char* payload, std::size_t size) {
+        write_all("LEASE\tl\techo\n");
+        std::string ok = expect_line();
+        if (ok.rfind("OK\tl\t", 0) != 0 || fds_.empty()) {
+            std::fprintf(stderr, "unexpected: %s\n", ok.c_str());
+            return false;
+        }
+        int worker = fds_.front();
+        fds_.erase(fds_.begin());
+        std::string id = ok.substr(5, ok.find('\t', 5) - 5);
+        if (::write(worker, payload, size) != static_cast<ssize_t>(size)) die("write worker");
+        char back[4096];
+        std::size_t got = 0;
+        while (got < size) {
+            ssize_t n = ::read(worker, back + got, sizeof back - got);
+            if (n <= 0) die("read worker");
+            got += static_cast<std::size_t>(n);
+        }
+        ::close(worker);
+        write_all("RELEASE\tr\t" + id + "\n");
+        std::string rel = expect_line();
+        return rel == "OK\tr";
+    }
+
+private:
+    void write_all(const std::string& s) {
+        if (::write(fd_.get(), s.data(), s.size()) != static_cast<ssize_t>(s.size())) die("write broker");
+    }
+
+    std::string expect_line() {
+        std::string_view line;
+        while (reader_.next(line) != fp::LineReader::Result::line) {
+            char* p = reader_.prepare(4096);
+            ssize_t n = fp::recv_with_fds(fd_.get(), p, 4096, fds_);
+            if (n <= 0) die("read broker");
+            reader_.commit(static_cast<std::size_t>(n));
+        }
+        return std::string(line);
+    }
+
+    foreman::spawn::unique_fd fd_;
+    fp::LineReader reader_;
+    std::vector<int> fds_;
+};
+
+/// The cheapest broker: one thread, blocking, one client; per LEASE it
+/// connect()s to the worker and passes the descriptor.
+void raw_broker(int listener, std::string worker_path, int worker_pid) {
+    int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) die("accept");
+    fp::LineReader reader;
+    std::string version = fp::version_line();
+    if (::write(c, version.data(), version.size()) < 0) die("write");
+    std::uint64_t lease = 0;
+    for (;;) {
+        std::string_view line;
+        while (reader.next(line) != fp::LineReader::Result::line) {
+            char* p = reader.prepare(4096);
+            ssize_t n = ::read(c, p, 4096);
+            if (n <= 0) {
+                ::close(c);
+                return;
+            }
+            reader.commit(static_cast<std::size_t>(n));
+        }
+        if (line.rfind("LEASE\t", 0) == 0) {
+            std::error_code ec;
+            auto w = fb::connect_unix(worker_path, ec);
+            if (!w) die("connect worker");
+            std::string ok = "OK\tl\t" + std::to_string(++lease) + "\t" + std::to_string(worker_pid) + "\t30000\n";
+            if (fp::send_with_fd(c, ok, w.get()) < 0) die("sendmsg");
+        } else if (line.rfind("RELEASE\t", 0) == 0) {
+            std::string ok = "OK\tr\n";
+            if (::write(c, ok.data(), ok.size()) < 0) die("write");
+        }
+    }
+}
+
+struct Stats {
+    double median_us, p99_us, per_second;
+};
+
+Stats measure(Client& client, int cycles) {
+    char payload[64];
+    std::memset(payload, 'x', sizeof payload);
+    for (int i = 0; i < std::min(cycles / 10, 1000); ++i)
+        if (!client.cycle(payload, sizeof payload)) std::exit(1);
+    std::vector<double> us;
+    us.reserve(static_cast<std::size_t>(cycles));
+    auto start = Clock::now();
+    for (int i = 0; i < cycles; ++i) {
+        auto t0 = Clock::now();
+        if (!client.cycle(payload, sizeof payload)) std::exit(1);
+        us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+    double total = std::chrono::duration<double>(Clock::now() - start).count();
+    std::sort(us.begin(), us.end());
+    return {us[us.size() / 2], us[us.size() * 99 / 100], cycles / total};
+}
+
+std::string temp_dir() {
+    char tmpl[] = "/tmp/foreman-bench-XXXXXX";
+    if (!::mkdtemp(tmpl)) die("mkdtemp");
+    return tmpl;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    int cycles = 20000;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--quick") cycles = 300;
+        else if (a == "--cycles" && i + 1 < argc) cycles = std::atoi(argv[++i]);
+        else {
+            std::fprintf(stderr, "usage: lease_cycle_bench [--cycles N] [--quick]\n");
+            return 2;
+        }
+    }
+    std::string dir = temp_dir();
+    std::string echo = FOREMAN_ECHO;
+
+    // The raw baseline: the echo worker binds its own socket (listen=path).
+    std::string worker_path = dir + "/raw-worker.sock";
+    pid_t worker = ::fork();
+    if (worker == 0) {
+        ::setenv("FOREMAN_SOCKET", worker_path.c_str(), 1);
+        ::unsetenv("NOTIFY_SOCKET");
+        ::execl(echo.c_str(), echo.c_str(), static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    for (int i = 0; i < 5000; ++i) { // until it listens
+        std::error_code ec;
+        if (fb::connect_unix(worker_path, ec)) break;
+        ::usleep(1000);
+    }
+    // That probe connection was one accept of the echo worker's: it sees EOF.
+    std::string raw_path = dir + "/raw-broker.sock";
+    auto listener = fb::listen_unix(raw_path, 16);
+    std::thread raw(raw_broker, listener.get(), worker_path, static_cast<int>(worker));
+    Stats base;
+    {
+        Client c(raw_path);
+        base = measure(c, cycles);
+    }
+    raw.join();
+    ::kill(worker, SIGTERM);
+    ::waitpid(worker, nullptr, 0);
+
+    // foreman, in-process, with the same worker binary (socket activation,
+    // notify=none: ready at once, idle again at RELEASE).
+    std::string conf = dir + "/foreman.conf";
+    std::ofstream(conf) << "runtime_dir = " << dir << "/run\n"
+                        << "[pool.echo]\npath = " << echo << "\nnotify = none\nmin_idle = 1\n";
+    fb::Config config = fb::load_config(conf);
+    fb::set_log_level(fb::LogLevel::warning);
+    Stats fore;
+    {
+        fb::Broker broker(config, conf);
+        std::thread t([&] { broker.run(false); });
+        {
+            Client c(config.global.control_socket);
+            fore = measure(c, cycles);
+        }
+        broker.stop();
+        t.join();
+    }
+    std::string rm = "rm -rf '" + dir + "'";
+    [[maybe_unused]] int rc = std::system(rm.c_str());
+
+    std::printf("warm lease cycle, 1 client, 64-byte echo, %d cycles\n", cycles);
+    std::printf("%-28s %10s %10s %12s\n", "", "median us", "p99 us", "cycles/s");
+    std::printf("%-28s %10.1f %10.1f %12.0f\n", "raw baseline (blocking)", base.median_us, base.p99_us,
+                base.per_second);
+    std::printf("%-28s %10.1f %10.1f %12.0f\n", "foreman", fore.median_us, fore.p99_us, fore.per_second);
+    std::printf("foreman / baseline: median %.2fx, p99 %.2fx (target: median <= 1.5x)\n",
+                fore.median_us / base.median_us, fore.p99_us / base.p99_us);
+    return 0;
+}
