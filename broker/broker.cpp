@@ -22,6 +22,7 @@
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 
 extern char** environ;
@@ -105,6 +106,8 @@ struct Broker::Impl {
     std::mutex mu; // guards everything below up to the next comment
     lease::Engine engine;
     std::unordered_map<std::string, PoolConfig> pools;
+    /// Pools that came by REGISTER: a reload of the file leaves them alone.
+    std::unordered_set<std::string> registered;
     std::unordered_map<lease::WorkerId, WorkerRuntime> workers;
     struct Client {
         std::weak_ptr<ClientEvents> events;
@@ -427,7 +430,8 @@ struct Broker::Impl {
     void apply_config(const Config& next) {
         act([&](TimePoint now, lease::Decisions& out) {
             for (auto it = pools.begin(); it != pools.end();) {
-                bool kept = std::any_of(next.pools.begin(), next.pools.end(),
+                bool kept = registered.count(it->first) ||
+                            std::any_of(next.pools.begin(), next.pools.end(),
                                         [&](const PoolConfig& p) { return p.name == it->first; });
                 if (kept) {
                     ++it;
@@ -443,11 +447,14 @@ struct Broker::Impl {
                     std::string error;
                     if (add_pool_locked(p, now, out, error) == PoolResult::ok) log_info("pool " + p.name + " added");
                     else log_error("pool " + p.name + ": " + error);
-                } else if (!(it->second == p)) {
-                    bool restart = launch_differs(it->second, p);
-                    engine.update_pool(now, p.name, p.limits, restart, out);
-                    it->second = p;
-                    log_info("pool " + p.name + " changed" + (restart ? ": its workers are replaced" : ""));
+                } else {
+                    registered.erase(p.name); // the file declares it now: the file's wins
+                    if (!(it->second == p)) {
+                        bool restart = launch_differs(it->second, p);
+                        engine.update_pool(now, p.name, p.limits, restart, out);
+                        it->second = p;
+                        log_info("pool " + p.name + " changed" + (restart ? ": its workers are replaced" : ""));
+                    }
                 }
             }
             if (next.global.max_workers != global().max_workers) {
@@ -628,7 +635,9 @@ lease::Snapshot Broker::snapshot() {
 PoolResult Broker::register_pool(PoolConfig pool, std::string& error) {
     return impl_->act([&](TimePoint now, lease::Decisions& out) {
         if (impl_->stopping) return PoolResult::shutting_down;
-        return impl_->add_pool_locked(pool, now, out, error);
+        auto r = impl_->add_pool_locked(pool, now, out, error);
+        if (r == PoolResult::ok) impl_->registered.insert(pool.name);
+        return r;
     });
 }
 
@@ -637,6 +646,7 @@ PoolResult Broker::unregister_pool(const std::string& protocol) {
         if (!impl_->pools.count(protocol)) return PoolResult::unknown;
         impl_->engine.remove_pool(now, protocol, out);
         impl_->pools.erase(protocol);
+        impl_->registered.erase(protocol);
         return PoolResult::ok;
     });
 }

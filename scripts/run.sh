@@ -14,5 +14,11 @@ scripts/setup.sh
 # broker's working directory.
 export PATH="$root/build/bin:$PATH"
 
-echo "foreman: loads and checks etc/foreman.conf, then waits in the foreground (Ctrl-C stops it); control socket, workers and foremanctl are not there yet" >&2
+cat >&2 <<'MSG'
+foreman runs in the foreground with etc/foreman.conf (Ctrl-C stops it).
+In a second terminal, from this folder, try:
+  build/bin/foremanctl status
+  build/bin/foremanctl lease echo -- sh -c 'echo hello foreman; head -n 1 >&2'
+(the second leases an echo worker, sends it a line and prints its answer)
+MSG
 exec build/bin/foreman --config etc/foreman.conf "$@"
