@@ -206,8 +206,8 @@ int main(int argc, char** argv) {
     fb::set_log_level(fb::LogLevel::warning);
     Stats fore;
     {
-        fb::Broker broker(config, conf);
-        std::thread t([&] { broker.run(false); });
+        fb::Broker broker(config, conf, {}, false);
+        std::thread t([&] { broker.run(); });
         {
             Client c(config.global.control_socket);
             fore = measure(c, cycles);

@@ -132,6 +132,7 @@ struct Broker::Impl {
 
     // Thread-safe on their own.
     std::unique_ptr<ControlServer> control;
+    std::optional<asio::signal_set> signals;
     std::unique_ptr<NotifySocket> notify;
     std::unique_ptr<spawn::ProcessSupervisor> supervisor;
 
@@ -483,6 +484,19 @@ struct Broker::Impl {
         });
     }
 
+    void wait_signal() {
+        signals->async_wait([this](const boost::system::error_code& ec, int sig) {
+            if (ec) return;
+            if (sig == SIGHUP) {
+                self.reload();
+            } else {
+                log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": stopping");
+                self.stop();
+            }
+            wait_signal();
+        });
+    }
+
     void finish() {
         {
             std::lock_guard lock(mu);
@@ -499,9 +513,15 @@ struct Broker::Impl {
 
 // ---- Broker -----------------------------------------------------------------------
 
-Broker::Broker(Config config, std::string config_file, std::vector<std::string> overrides)
+Broker::Broker(Config config, std::string config_file, std::vector<std::string> overrides, bool handle_signals)
     : io_(static_cast<int>(std::max(1u, config.global.threads))), config_(std::move(config)),
       impl_(std::make_unique<Impl>(*this, std::move(config_file), std::move(overrides))) {
+    // Signals are caught before any worker starts: a SIGTERM in between must
+    // stop the broker cleanly, not kill it by default action.
+    if (handle_signals) {
+        impl_->signals.emplace(io_, SIGTERM, SIGINT, SIGHUP);
+        impl_->wait_signal();
+    }
     make_directories(config_.global.runtime_dir, 0750);
     // First the control socket: it refuses to start beside a live broker
     // before anything of that broker's (its notify socket) is touched.
@@ -531,33 +551,15 @@ Broker::~Broker() {
     for (auto& [id, rt] : impl_->workers) ::unlink(rt.socket_path.c_str());
 }
 
-void Broker::run(bool handle_signals) {
+void Broker::run() {
     auto& m = *impl_;
     m.control->start();
     log_info("listening on " + config_.global.control_socket);
-    std::optional<asio::signal_set> signals;
-    std::function<void()> wait_signal;
-    if (handle_signals) {
-        signals.emplace(io_, SIGTERM, SIGINT, SIGHUP);
-        wait_signal = [&] {
-            signals->async_wait([&](const boost::system::error_code& ec, int sig) {
-                if (ec) return;
-                if (sig == SIGHUP) {
-                    reload();
-                } else {
-                    log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": stopping");
-                    stop();
-                }
-                wait_signal();
-            });
-        };
-        wait_signal();
-    }
     std::vector<std::thread> threads;
     for (unsigned i = 1; i < config_.global.threads; ++i) threads.emplace_back([this] { io_.run(); });
     io_.run();
     for (auto& t : threads) t.join();
-    if (signals) signals->cancel();
+    if (impl_->signals) impl_->signals->cancel();
     // Every worker is reaped (the stop sequence waited for it); remove what is ours.
     std::lock_guard lock(m.mu);
     for (auto& [name, pool] : m.pools) ::rmdir(m.pool_dir(name).c_str());

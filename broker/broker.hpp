@@ -40,18 +40,20 @@ enum class PoolResult { ok, exists, unknown, invalid, shutting_down };
 
 class Broker {
 public:
-    /// Creates the runtime directory and the notify socket and declares the
-    /// pools (min_idle workers start when run() does). `config_file` and
-    /// `overrides` are what SIGHUP reloads. Throws std::system_error.
-    Broker(Config config, std::string config_file = {}, std::vector<std::string> overrides = {});
+    /// Creates the runtime directory, the control and notify sockets, and the
+    /// pools (their min_idle workers start at once). `config_file` and
+    /// `overrides` are what SIGHUP reloads. With `handle_signals`, SIGTERM and
+    /// SIGINT stop it and SIGHUP reloads, from before the first worker starts.
+    /// Throws std::system_error or std::runtime_error.
+    Broker(Config config, std::string config_file = {}, std::vector<std::string> overrides = {},
+           bool handle_signals = true);
     ~Broker();
     Broker(const Broker&) = delete;
     Broker& operator=(const Broker&) = delete;
 
     /// Serves until stopped, on `threads` threads (the caller's among them).
-    /// With `handle_signals`, SIGTERM/SIGINT stop it and SIGHUP reloads.
     /// Returns once every worker is reaped and every socket removed.
-    void run(bool handle_signals = true);
+    void run();
     /// Graceful stop (SIGTERM): no new leases, queued LEASEs fail
     /// shutting-down, leases get shutdown_grace_ms to end, then every worker
     /// is stopped and reaped. Thread-safe; returns at once.

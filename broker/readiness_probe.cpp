@@ -49,7 +49,7 @@ Connect try_connect(const std::string& path, int& err) {
 ReadinessProbe::ReadinessProbe(boost::asio::io_context& io, std::string path,
                                std::chrono::steady_clock::time_point deadline, Done done)
     : strand_(boost::asio::make_strand(io)), timer_(strand_), path_(std::move(path)), deadline_(deadline),
-      done_(std::move(done)) {}
+      done_(std::move(done)), started_(std::chrono::steady_clock::now()) {}
 
 std::shared_ptr<ReadinessProbe> ReadinessProbe::start(boost::asio::io_context& io, std::string path,
                                                       std::chrono::steady_clock::time_point deadline, Done done) {
@@ -81,7 +81,8 @@ void ReadinessProbe::attempt() {
     // The last retry is at the deadline itself, so a worker that becomes
     // ready just in time is still seen.
     timer_.expires_at(std::min(now + backoff_, deadline_));
-    backoff_ = std::min(backoff_ * 2, max_backoff);
+    if (now - started_ >= fast_period)
+        backoff_ = std::min<std::chrono::microseconds>(backoff_ * 2, max_backoff);
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec) self->attempt();
         // operation_aborted: cancel() has already called done.

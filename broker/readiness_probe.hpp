@@ -21,9 +21,12 @@ public:
     /// than "not there yet" (ENOENT, ECONNREFUSED, EAGAIN).
     using Done = std::function<void(bool ready)>;
 
-    /// The first retry waits this long, each next one twice as long, up to
-    /// max_backoff.
-    static constexpr std::chrono::milliseconds first_backoff{1};
+    /// Retries every fast_interval during the first fast_period (most
+    /// workers listen within a few milliseconds of exec, and a coarser
+    /// schedule made spawn-to-ready twice the raw time: bench/RESULTS.md);
+    /// then each retry waits twice as long as the last, up to max_backoff.
+    static constexpr std::chrono::microseconds fast_interval{200};
+    static constexpr std::chrono::milliseconds fast_period{20};
     static constexpr std::chrono::milliseconds max_backoff{100};
 
     /// Starts probing `path`; the first attempt runs on the io_context, never
@@ -47,7 +50,8 @@ private:
     std::string path_;
     std::chrono::steady_clock::time_point deadline_;
     Done done_; ///< empty once called
-    std::chrono::milliseconds backoff_ = first_backoff;
+    std::chrono::steady_clock::time_point started_;
+    std::chrono::microseconds backoff_ = fast_interval;
 };
 
 } // namespace foreman::broker

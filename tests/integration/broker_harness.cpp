@@ -118,14 +118,14 @@ BrokerHarness::BrokerHarness(std::string ini) {
     std::string file = dir_.path() + "/foreman.conf";
     std::ofstream(file) << ini;
     broker::Config config = broker::load_config(file);
-    broker_ = std::make_unique<broker::Broker>(config, file);
+    broker_ = std::make_unique<broker::Broker>(config, file, std::vector<std::string>{}, false);
     broker_->set_observer([this] {
         std::lock_guard lock(mu_);
         ++generation_;
         cv_.notify_all();
     });
     thread_ = std::thread([this] {
-        broker_->run(false);
+        broker_->run();
         std::lock_guard lock(mu_);
         run_returned_ = std::chrono::steady_clock::now();
         ++generation_;

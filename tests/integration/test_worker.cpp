@@ -60,6 +60,18 @@ int echo_loop(long heartbeat_us) {
     }
 }
 
+/// pid, sid, argv and environment into `path`, which appears whole (rename).
+bool dump(int argc, char** argv, const std::string& path) {
+    std::string tmp = path + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f) return false;
+    std::fprintf(f, "pid=%d\nsid=%d\n", static_cast<int>(::getpid()), static_cast<int>(::getsid(0)));
+    for (int i = 0; i < argc; ++i) std::fprintf(f, "argv%d=%s\n", i, argv[i]);
+    for (char** e = environ; *e; ++e) std::fprintf(f, "env %s\n", *e);
+    std::fclose(f);
+    return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
 long watchdog_interval() {
     const char* w = std::getenv("WATCHDOG_USEC");
     return w ? std::atol(w) / 4 : 0;
@@ -74,17 +86,13 @@ int run_test_worker(int argc, char** argv) {
     if (mode == "echo") return echo_loop(0);
     if (mode == "heartbeat") return echo_loop(watchdog_interval());
     if (mode == "crash-at-start") return 3;
-    if (mode == "dump") {
+    if (mode == "dump" || mode == "dump-ignore-term") {
         // argv, environment and identity into FILE (argv[3]), then echo.
         if (argc < 4) return 2;
-        std::string tmp = std::string(argv[3]) + ".tmp";
-        FILE* f = std::fopen(tmp.c_str(), "w");
-        if (!f) return 2;
-        std::fprintf(f, "pid=%d\nsid=%d\n", static_cast<int>(::getpid()), static_cast<int>(::getsid(0)));
-        for (int i = 0; i < argc; ++i) std::fprintf(f, "argv%d=%s\n", i, argv[i]);
-        for (char** e = environ; *e; ++e) std::fprintf(f, "env %s\n", *e);
-        std::fclose(f);
-        std::rename(tmp.c_str(), argv[3]); // appears whole
+        // Ignored before the file appears: a test that sees the file knows
+        // SIGTERM will not stop this worker.
+        if (mode == "dump-ignore-term") std::signal(SIGTERM, SIG_IGN);
+        if (!dump(argc, argv, argv[3])) return 2;
         return echo_loop(0);
     }
     if (mode == "never-ready") {

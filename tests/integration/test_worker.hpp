@@ -11,6 +11,7 @@
 //   grandchild      forks a child that ignores SIGTERM (its pid on stdout as
 //                   "grandchild <pid>"), then as echo
 //   dump FILE       writes its pid, sid, argv and environment to FILE, then as echo
+//   dump-ignore-term FILE  ignores SIGTERM, then as dump FILE
 //   heartbeat       as echo, and WATCHDOG=1 every WATCHDOG_USEC/4 while serving
 
 namespace foreman::test {
