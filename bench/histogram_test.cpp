@@ -41,6 +41,13 @@ TEST_CASE("percentiles of a known distribution", "[histogram]") {
     CHECK(h.count() == 100000);
 }
 
+TEST_CASE("values above the highest trackable are counted as the highest", "[histogram]") {
+    Histogram h(1'000'000);
+    h.record(5'000'000);
+    CHECK(h.max() == 1'000'000);
+    CHECK(h.percentile(1.0) == 1'000'000);
+}
+
 TEST_CASE("merging adds counts", "[histogram]") {
     Histogram a, b;
     a.record(10, 3);

@@ -27,6 +27,7 @@ std::string status_json(const lease::Snapshot& s) {
         po["queued"] = p.queued;
         po["leases_granted"] = p.leases_granted;
         po["draining"] = p.draining;
+        po["workers_started"] = p.workers_started;
         po["spawn_failures"] = p.spawn_failures;
         po["workers"] = std::move(workers);
         pools.push_back(std::move(po));

@@ -9,7 +9,7 @@ namespace foreman::broker {
 
 /// {"version":1000,"workers_total":N,"max_workers":N,"shutting_down":false,
 ///  "pools":[{"protocol":..,"queued":N,"leases_granted":N,"draining":false,
-///  "spawn_failures":N,"workers":[{"id":"..","pid":N,"state":"idle",
+///  "workers_started":N,"spawn_failures":N,"workers":[{"id":"..","pid":N,"state":"idle",
 ///  "requests":N,"user":"..","status":"..","lease":N}]}]}
 /// "status" is present once the worker sent STATUS=, "lease" while leased.
 std::string status_json(const lease::Snapshot& snapshot);

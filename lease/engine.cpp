@@ -115,6 +115,7 @@ struct Pool {
     std::size_t stopping = 0;
     std::size_t queued = 0;
     std::uint64_t leases_granted = 0;
+    std::uint64_t workers_started = 0; ///< Spawn decisions so far
     std::uint32_t failures = 0;
     std::optional<TimePoint> backoff_until;
     Timer backoff_timer{DeadlineKind::pool_backoff, this};
@@ -275,6 +276,7 @@ struct Engine::Impl {
         if (p.limits.per_user) ++user_count(p, w.user).workers;
         enter(w, now);
         workers.emplace(w.id, std::move(owned));
+        ++p.workers_started;
         out.push_back(Spawn{w.id, p.name, w.user});
     }
 
@@ -945,7 +947,7 @@ Snapshot Engine::snapshot(TimePoint) const {
     auto& m = *impl_;
     Snapshot s{m.total, m.options.max_workers, m.shutting_down, {}};
     for (auto& p : m.pools) {
-        PoolView pv{p->name, p->limits, p->draining, p->queued, p->leases_granted,
+        PoolView pv{p->name, p->limits, p->draining, p->queued, p->leases_granted, p->workers_started,
                     p->failures, p->backoff_until, p->last_spawn_error, {}};
         for (const Worker& w : p->workers) {
             WorkerView wv{w.id, w.pid, w.state, w.requests, w.max_requests, w.user, w.status,

@@ -41,6 +41,7 @@ struct PoolView {
     bool draining; ///< unregistered: takes no leases, ends when its workers do
     std::size_t queued;
     std::uint64_t leases_granted;
+    std::uint64_t workers_started; ///< spawns so far
     std::uint32_t spawn_failures; ///< consecutive deaths before ready
     std::optional<TimePoint> backoff_until;
     std::string last_spawn_error;

@@ -1,0 +1,210 @@
+#include "bench/load_runner.hpp"
+
+#include "broker/unix_socket.hpp"
+#include "client/connection.hpp"
+#include "protocol/control_line.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace foreman::bench {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t LoadResult::error_count() const {
+    std::uint64_t n = 0;
+    for (auto& [code, count] : errors) n += count;
+    return n;
+}
+
+namespace {
+
+std::uint64_t ns_since(Clock::time_point t0) {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+}
+
+/// Writes `out` to `fd` and reads as many bytes back.
+bool echo(int fd, const std::vector<char>& out, std::vector<char>& in) {
+    std::size_t sent = 0;
+    while (sent < out.size()) {
+        ssize_t n = ::write(fd, out.data() + sent, out.size() - sent);
+        if (n <= 0) return false;
+        sent += static_cast<std::size_t>(n);
+    }
+    std::size_t got = 0;
+    while (got < out.size()) {
+        ssize_t n = ::read(fd, in.data() + got, in.size() - got);
+        if (n <= 0) return false;
+        got += static_cast<std::size_t>(n);
+    }
+    return std::memcmp(out.data(), in.data(), out.size()) == 0;
+}
+
+/// What one client thread measured.
+struct ClientTally {
+    Histogram lease_wait;
+    Histogram cycle;
+    std::uint64_t cycles = 0;
+    std::uint64_t expiries = 0;
+    std::map<std::string, std::uint64_t> errors;
+};
+
+class Run {
+public:
+    explicit Run(const LoadOptions& o) : o_(o) {}
+
+    LoadResult go() {
+        std::vector<ClientTally> tallies(static_cast<std::size_t>(o_.clients));
+        std::vector<std::thread> threads;
+        start_ = Clock::now();
+        for (int i = 0; i < o_.clients; ++i)
+            threads.emplace_back([this, &t = tallies[static_cast<std::size_t>(i)]] { client(t); });
+        while (!stop_.load()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            auto elapsed = Clock::now() - start_;
+            if (o_.duration && elapsed >= *o_.duration) stop_ = true;
+            if (finished_.load() == o_.clients) stop_ = true;
+            if (o_.progress && elapsed - last_progress_ >= std::chrono::milliseconds(250)) {
+                last_progress_ = elapsed;
+                o_.progress(elapsed, done_.load(), failed_.load());
+            }
+        }
+        for (auto& t : threads) t.join();
+        LoadResult r;
+        r.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+        for (auto& t : tallies) {
+            r.lease_wait.merge(t.lease_wait);
+            r.cycle.merge(t.cycle);
+            r.cycles += t.cycles;
+            r.expiries += t.expiries;
+            for (auto& [code, n] : t.errors) r.errors[code] += n;
+        }
+        return r;
+    }
+
+private:
+    /// Takes one cycle from the shared budget; false when it is spent.
+    bool take_turn() {
+        if (stop_.load(std::memory_order_relaxed)) return false;
+        if (!o_.count) return true;
+        return issued_.fetch_add(1) < *o_.count;
+    }
+
+    void failed(ClientTally& t, const std::string& what) {
+        ++t.errors[what];
+        ++failed_;
+    }
+
+    void client(ClientTally& t) {
+        std::vector<char> out(o_.payload, 'x'), in(o_.payload);
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>('a' + i % 26);
+        try {
+            if (o_.kind == CycleKind::lease) lease_loop(t, out, in);
+            else connect_loop(t, out, in);
+        } catch (const client::Error& e) {
+            failed(t, e.kind() == client::Error::Kind::io ? "io" : "protocol");
+        }
+        ++finished_;
+    }
+
+    void lease_loop(ClientTally& t, const std::vector<char>& out, std::vector<char>& in) {
+        auto conn = client::Connection::connect(o_.socket);
+        conn.on_expired([&](const client::Expired&) { ++t.expiries; });
+        while (take_turn()) {
+            auto t0 = Clock::now();
+            client::Lease lease;
+            try {
+                lease = conn.lease(o_.protocol, o_.lease);
+            } catch (const client::Error& e) {
+                if (e.kind() != client::Error::Kind::refused) throw;
+                failed(t, std::string(protocol::to_string(e.code())));
+                continue;
+            }
+            t.lease_wait.record(ns_since(t0));
+            bool ok = o_.payload == 0 || echo(lease.fd(), out, in);
+            lease.take_fd().reset();
+            try {
+                lease.release();
+            } catch (const client::Error& e) {
+                // The lease may have ended already (notify=foreman: the
+                // worker's READY=1 after the close): that is a cycle done.
+                if (!e.is(protocol::FailCode::no_such_lease)) throw;
+            }
+            if (!ok) {
+                failed(t, "echo");
+                continue;
+            }
+            t.cycle.record(ns_since(t0));
+            ++t.cycles;
+            ++done_;
+            if (o_.think.count() > 0) std::this_thread::sleep_for(o_.think);
+        }
+    }
+
+    void connect_loop(ClientTally& t, const std::vector<char>& out, std::vector<char>& in) {
+        while (take_turn()) {
+            auto t0 = Clock::now();
+            std::error_code ec;
+            spawn::unique_fd fd = broker::connect_unix(o_.socket, ec);
+            if (!fd) {
+                failed(t, "io");
+                continue;
+            }
+            bool ok = echo(fd.get(), out, in);
+            fd.reset();
+            if (!ok) {
+                failed(t, "echo");
+                continue;
+            }
+            t.cycle.record(ns_since(t0));
+            ++t.cycles;
+            ++done_;
+            if (o_.think.count() > 0) std::this_thread::sleep_for(o_.think);
+        }
+    }
+
+    const LoadOptions& o_;
+    Clock::time_point start_;
+    Clock::duration last_progress_{};
+    std::atomic<bool> stop_{false};
+    std::atomic<std::uint64_t> issued_{0};
+    std::atomic<std::uint64_t> done_{0};
+    std::atomic<std::uint64_t> failed_{0};
+    std::atomic<int> finished_{0};
+};
+
+} // namespace
+
+LoadResult run_load(const LoadOptions& options) {
+    if (options.clients < 1) throw std::invalid_argument("clients must be at least 1");
+    return Run(options).go();
+}
+
+IdleClients::IdleClients(const std::string& socket, int n) {
+    fds_.reserve(static_cast<std::size_t>(n));
+    const std::string hello = protocol::version_line();
+    for (int i = 0; i < n; ++i) {
+        std::error_code ec;
+        spawn::unique_fd fd = broker::connect_unix(socket, ec);
+        if (!fd) throw std::runtime_error("idle client " + std::to_string(i) + ": connect: " + ec.message());
+        if (::write(fd.get(), hello.data(), hello.size()) != static_cast<ssize_t>(hello.size()))
+            throw std::runtime_error("idle client: write failed");
+        fds_.push_back(fd.release());
+    }
+    // Wait for every VERSION line, so the broker has really taken each one.
+    for (int fd : fds_) {
+        char buf[64];
+        if (::read(fd, buf, sizeof buf) <= 0) throw std::runtime_error("idle client: no VERSION from the broker");
+    }
+}
+
+IdleClients::~IdleClients() {
+    for (int fd : fds_) ::close(fd);
+}
+
+} // namespace foreman::bench
