@@ -83,9 +83,9 @@ void notify(const char* state) {
     }
 }
 
-/// The socket path given by argv[1], else $FOREMAN_SOCKET.
-std::string socket_path_from(int argc, char** argv) {
-    if (argc > 1) return argv[1];
+/// The socket path given on the command line, else $FOREMAN_SOCKET.
+std::string socket_path_from(const std::optional<std::string>& socket_arg) {
+    if (socket_arg) return *socket_arg;
     if (const char* env = std::getenv("FOREMAN_SOCKET"); env != nullptr && *env != '\0') return env;
     throw fatal_error("no listening socket: not socket-activated, and neither argv[1] nor FOREMAN_SOCKET names a path");
 }
@@ -115,7 +115,8 @@ fd_guard bind_path(const std::string& path) {
 
 /// The listening socket: fd 3 from socket activation, else one we bind.
 /// `bound_path` is set when we bound it (so we remove it on exit).
-fd_guard listening_socket(int argc, char** argv, std::optional<std::string>& bound_path) {
+fd_guard listening_socket(const std::optional<std::string>& socket_arg, std::optional<std::string>& bound_path,
+                          bool& connected) {
     // A LISTEN_FDS meant for us but ignored (LISTEN_PID not our pid) would
     // make us bind FOREMAN_SOCKET over the broker's socket: say so instead.
     const char* listen_fds = std::getenv("LISTEN_FDS");
@@ -130,10 +131,16 @@ fd_guard listening_socket(int argc, char** argv, std::optional<std::string>& bou
         int fd = SD_LISTEN_FDS_START;
         int r = sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1);
         if (r < 0) throw fatal_error(std::string("fd 3: ") + std::strerror(-r));
-        if (r == 0) throw fatal_error("fd 3 is not a listening AF_UNIX stream socket");
+        if (r == 0) {
+            // systemd-socket-activate --accept (inetd style): fd 3 is one
+            // connection, served once.
+            if (sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 0) <= 0)
+                throw fatal_error("fd 3 is not an AF_UNIX stream socket");
+            connected = true;
+        }
         return fd_guard(fd);
     }
-    std::string path = socket_path_from(argc, argv);
+    std::string path = socket_path_from(socket_arg);
     fd_guard fd = bind_path(path);
     bound_path = std::move(path);
     return fd;
@@ -156,11 +163,14 @@ fd_guard termination_signals() {
 /// the broker asked for none (WATCHDOG_USEC unset, or WATCHDOG_PID not ours).
 class watchdog {
 public:
-    watchdog() {
+    /// `every`, when given (--heartbeat-ms), replaces WATCHDOG_USEC/2: a
+    /// benchmark sweeps the interval apart from the broker's timeout.
+    explicit watchdog(std::optional<std::chrono::milliseconds> every) {
         uint64_t usec = 0;
         int r = sd_watchdog_enabled(0, &usec);
         if (r < 0) throw fatal_error(std::string("bad WATCHDOG_USEC: ") + std::strerror(-r));
         if (r > 0 && usec > 0) interval_ = std::chrono::microseconds(std::max<uint64_t>(usec / 2, 1));
+        if (every && every->count() > 0) interval_ = *every;
     }
 
     /// Sends a heartbeat now and schedules the next one.
@@ -243,8 +253,7 @@ outcome serve(int conn, int sig_fd, watchdog& dog) {
 }
 
 /// Accepts one connection at a time until SIGTERM/SIGINT.
-void run(int listen_fd, int sig_fd) {
-    watchdog dog;
+void run(int listen_fd, int sig_fd, watchdog& dog) {
     notify("READY=1\nSTATUS=idle");
     for (;;) {
         std::array<pollfd, 2> fds{{{listen_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}}};
@@ -295,20 +304,57 @@ private:
 
 } // namespace
 
+const char* const usage =
+    "usage: foreman-echo [--heartbeat-ms N] [--stdio] [SOCKET]\n"
+    "Echoes each connection back to its sender. Serves fd 3 when socket-activated\n"
+    "(LISTEN_FDS/LISTEN_PID; a connected fd 3, as systemd-socket-activate --accept\n"
+    "passes, is served once), else binds SOCKET or $FOREMAN_SOCKET.\n"
+    "  --stdio          serve the one connection on stdin/stdout (s6-ipcserver, inetd)\n"
+    "  --heartbeat-ms N WATCHDOG=1 every N ms while serving (default WATCHDOG_USEC/2)\n";
+
 int main(int argc, char** argv) {
-    if (argc > 2 || (argc == 2 && (std::string_view(argv[1]) == "-h" || std::string_view(argv[1]) == "--help"))) {
-        std::fprintf(argc == 2 ? stdout : stderr,
-                     "usage: foreman-echo [SOCKET]\n"
-                     "Echoes each connection back to its sender. Serves fd 3 when socket-activated\n"
-                     "(LISTEN_FDS/LISTEN_PID), else binds SOCKET or $FOREMAN_SOCKET.\n");
-        return argc == 2 ? 0 : 2;
+    std::optional<std::string> socket_arg;
+    std::optional<std::chrono::milliseconds> heartbeat;
+    bool stdio = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "-h" || a == "--help") {
+            std::fputs(usage, stdout);
+            return 0;
+        }
+        if (a == "--stdio") {
+            stdio = true;
+        } else if (a == "--heartbeat-ms" && i + 1 < argc) {
+            char* end = nullptr;
+            long ms = std::strtol(argv[++i], &end, 10);
+            if (*end != '\0' || ms <= 0) {
+                std::fputs(usage, stderr);
+                return 2;
+            }
+            heartbeat = std::chrono::milliseconds(ms);
+        } else if (!a.empty() && a[0] != '-' && !socket_arg) {
+            socket_arg = std::string(a);
+        } else {
+            std::fputs(usage, stderr);
+            return 2;
+        }
     }
     try {
         fd_guard sig_fd = termination_signals();
+        watchdog dog(heartbeat);
+        if (stdio) {
+            serve(STDIN_FILENO, sig_fd.get(), dog);
+            return 0;
+        }
         std::optional<std::string> bound_path;
-        fd_guard listen_fd = listening_socket(argc, argv, bound_path);
+        bool connected = false;
+        fd_guard listen_fd = listening_socket(socket_arg, bound_path, connected);
+        if (connected) {
+            serve(listen_fd.get(), sig_fd.get(), dog);
+            return 0;
+        }
         bound_socket_file cleanup(std::move(bound_path));
-        run(listen_fd.get(), sig_fd.get());
+        run(listen_fd.get(), sig_fd.get(), dog);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "foreman-echo: %s\n", e.what());
