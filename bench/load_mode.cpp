@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 
 #include <iostream>
+#include <thread>
 
 namespace po = boost::program_options;
 
@@ -29,6 +30,21 @@ double workers_started(const std::string& socket, const std::string& protocol) {
     return 0;
 }
 
+/// Waits until pool `protocol` has `n` idle workers (a started broker's min_idle).
+void wait_idle(const std::string& socket, const std::string& protocol, int n) {
+    auto conn = client::Connection::connect(socket);
+    for (int tries = 0; tries < 6000; ++tries) {
+        auto status = conn.status();
+        int idle = 0;
+        for (auto& pool : status.at("pools").as_array())
+            if (pool.at("protocol").as_string() == protocol)
+                for (auto& w : pool.at("workers").as_array()) idle += w.at("state").as_string() == "idle";
+        if (idle >= n) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("pool " + protocol + " did not reach " + std::to_string(n) + " idle workers");
+}
+
 } // namespace
 
 int load_main(const std::vector<std::string>& args) {
@@ -36,7 +52,7 @@ int load_main(const std::vector<std::string>& args) {
                                  "N clients loop LEASE -> echo PAYLOAD bytes through the worker -> RELEASE.\n"
                                  "Without --socket it starts foreman with a pool 'echo' of foreman-echo workers.\n\n"
                                  "Options");
-    int clients = 1, workers = 4, max_requests = 0;
+    int clients = 1, workers = 4, max_requests = 0, idle_clients = 0, holders = 0, heartbeat_ms = 0, threads = 0;
     double duration = 10;
     std::uint64_t count = 0, think_ms = 0, payload = 64;
     std::string socket, protocol = "echo", notify = "none", user;
@@ -57,6 +73,14 @@ int load_main(const std::vector<std::string>& args) {
         ("notify", po::value(&notify)->default_value("none"), "started broker: the pool's notify (none, foreman)")
         ("max-requests", po::value(&max_requests)->default_value(0),
          "started broker: the pool's max_requests (1: a fresh worker per lease, cold)")
+        ("threads", po::value(&threads)->default_value(0), "started broker: its io threads (0: the number of cores)")
+        ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(0),
+         "started broker: workers send WATCHDOG=1 this often while leased (notify=foreman,\n"
+         "heartbeat_timeout_ms = 3x)")
+        ("holders", po::value(&holders)->default_value(0),
+         "leases taken before the run and held open through it (their workers heartbeat)")
+        ("idle-clients", po::value(&idle_clients)->default_value(0),
+         "control connections opened before the run and left idle through it")
         ("csv", "print CSV instead of the table")
         ("json", "print JSON instead of the table");
     po::variables_map vm;
@@ -71,13 +95,31 @@ int load_main(const std::vector<std::string>& args) {
     std::optional<BrokerProcess> broker;
     if (socket.empty()) {
         dir.emplace();
-        broker.emplace(dir->path(), "max_clients = 20000\n[pool." + protocol + "]\npath = " + bin_dir() +
-                                        "/foreman-echo\nnotify = " + notify + "\nmin_idle = " + std::to_string(workers) +
-                                        "\nmax_instances = " + std::to_string(workers) +
-                                        "\nmax_requests = " + std::to_string(max_requests) +
-                                        "\nrecycle_jitter_pct = 0\n");
+        std::string pool = "[pool." + protocol + "]\npath = " + bin_dir() + "/foreman-echo\nmin_idle = " +
+                           std::to_string(workers) + "\nmax_instances = " + std::to_string(workers) +
+                           "\nmax_requests = " + std::to_string(max_requests) + "\nrecycle_jitter_pct = 0\n";
+        if (heartbeat_ms > 0)
+            pool += "notify = foreman\nargs = --heartbeat-ms " + std::to_string(heartbeat_ms) +
+                    "\nheartbeat_timeout_ms = " + std::to_string(3 * heartbeat_ms) + "\n";
+        else
+            pool += "notify = " + notify + "\n";
+        broker.emplace(dir->path(), "max_clients = " + std::to_string(idle_clients + clients + 64) +
+                                        "\nmax_workers = " + std::to_string(workers + 16) + "\n" +
+                                        (threads > 0 ? "threads = " + std::to_string(threads) + "\n" : "") + pool);
         socket = broker->socket();
+        wait_idle(socket, protocol, workers);
     }
+    // Held leases and idle connections, for memory and heartbeat figures.
+    std::optional<client::Connection> holder;
+    std::vector<client::Lease> held;
+    if (holders > 0) {
+        holder.emplace(client::Connection::connect(socket));
+        client::LeaseOptions hold;
+        hold.wait_ms = 30000;
+        for (int i = 0; i < holders; ++i) held.push_back(holder->lease(protocol, hold));
+    }
+    std::optional<IdleClients> idle;
+    if (idle_clients > 0) idle.emplace(socket, idle_clients);
 
     LoadOptions o;
     o.socket = socket;
@@ -102,9 +144,13 @@ int load_main(const std::vector<std::string>& args) {
     NamedResult row{label, std::move(r), {}};
     row.extra["spawns"] = workers_started(socket, protocol) - spawns_before;
     if (broker) {
-        row.extra["broker_cpu_s"] = std::chrono::duration<double>(broker->cpu_time() - cpu_before).count();
+        double cpu = std::chrono::duration<double>(broker->cpu_time() - cpu_before).count();
+        row.extra["broker_cpu_s"] = cpu;
+        row.extra["broker_cpu_pct"] = row.result.seconds > 0 ? 100.0 * cpu / row.result.seconds : 0;
         row.extra["broker_rss_mib"] = static_cast<double>(broker->rss_bytes()) / (1024.0 * 1024.0);
     }
+    if (holders > 0) row.extra["held_leases"] = holders;
+    if (idle) row.extra["idle_clients"] = static_cast<double>(idle->size());
     std::vector<NamedResult> rows;
     rows.push_back(std::move(row));
     if (vm.count("json")) std::cout << to_json(rows);

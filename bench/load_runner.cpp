@@ -68,7 +68,7 @@ public:
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
             auto elapsed = Clock::now() - start_;
             if (o_.duration && elapsed >= *o_.duration) stop_ = true;
-            if (finished_.load() == o_.clients) stop_ = true;
+            if (o_.clients > 0 && finished_.load() == o_.clients) stop_ = true;
             if (o_.progress && elapsed - last_progress_ >= std::chrono::milliseconds(250)) {
                 last_progress_ = elapsed;
                 o_.progress(elapsed, done_.load(), failed_.load());
@@ -181,7 +181,8 @@ private:
 } // namespace
 
 LoadResult run_load(const LoadOptions& options) {
-    if (options.clients < 1) throw std::invalid_argument("clients must be at least 1");
+    if (options.clients < 0 || (options.clients == 0 && !options.duration))
+        throw std::invalid_argument("clients must be at least 1 (or 0 with a duration: an idle run)");
     return Run(options).go();
 }
 

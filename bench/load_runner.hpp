@@ -26,7 +26,7 @@ struct LoadOptions {
     std::string socket;                ///< the broker's control socket, or the server's
     std::string protocol = "echo";     ///< the pool (lease cycles)
     client::LeaseOptions lease;        ///< user, ttl_ms, wait_ms... (lease cycles)
-    int clients = 1;
+    int clients = 1;                   ///< 0 with a duration: nobody cycles (an idle run)
     std::optional<std::chrono::milliseconds> duration; ///< stop after this long...
     std::optional<std::uint64_t> count;                ///< ...or after this many cycles in all
     std::size_t payload = 64;          ///< bytes echoed per cycle

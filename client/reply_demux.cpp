@@ -22,7 +22,7 @@ void ReplyDemux::received(std::size_t n, std::vector<spawn::unique_fd>& fds) {
         if (r == protocol::LineReader::Result::need_more) break;
         if (r == protocol::LineReader::Result::too_long) {
             fail(Error(Error::Kind::protocol, "the broker sent a line longer than " +
-                                                  std::to_string(protocol::max_line_length) + " bytes"));
+                                                  std::to_string(protocol::max_reply_length) + " bytes"));
             break;
         }
         line(text);

@@ -83,7 +83,7 @@ private:
     void line(std::string_view text);
     void fail(Error why);
 
-    protocol::LineReader reader_;
+    protocol::LineReader reader_{protocol::max_reply_length}; /// STATUS lines grow with the workers
     std::map<std::string, Pending> in_flight_;
     std::deque<spawn::unique_fd> fds_;
     struct Done {

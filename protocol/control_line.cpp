@@ -37,9 +37,9 @@ LineReader::Result LineReader::next(std::string_view& line) {
     auto nl = pending.find('\n', scanned_);
     if (nl == std::string_view::npos) {
         scanned_ = pending.size();
-        return pending.size() > max_line_length ? Result::too_long : Result::need_more;
+        return pending.size() > max_line_ ? Result::too_long : Result::need_more;
     }
-    if (nl > max_line_length) return Result::too_long;
+    if (nl > max_line_) return Result::too_long;
     line = pending.substr(0, nl);
     start_ += nl + 1;
     scanned_ = 0;

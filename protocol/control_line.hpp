@@ -18,16 +18,21 @@
 namespace foreman::protocol {
 
 inline constexpr std::uint32_t protocol_version = 1000;
-/// A line longer than this (without its '\n') ends the connection.
+/// A request line longer than this (without its '\n') ends the connection.
 inline constexpr std::size_t max_line_length = 65536;
+/// The broker's lines have no such limit in the contract (STATUS grows with
+/// the workers: about 100 bytes each); clients accept up to this.
+inline constexpr std::size_t max_reply_length = std::size_t{64} << 20;
 
 /// Splits a byte stream into '\n'-terminated lines. Feed it bytes, take lines.
 class LineReader {
 public:
+    explicit LineReader(std::size_t max_line = max_line_length) : max_line_(max_line) {}
+
     enum class Result {
         line,      ///< `line` holds the next line, without '\n'
         need_more, ///< no complete line buffered
-        too_long,  ///< more than max_line_length bytes without '\n'
+        too_long,  ///< more than the maximum line length without '\n'
     };
 
     /// Room for `n` more bytes at the end of the buffer; call commit(k) with
@@ -44,6 +49,7 @@ private:
     std::size_t start_ = 0;   ///< first byte not yet returned
     std::size_t scanned_ = 0; ///< bytes from start_ known to hold no '\n'
     std::size_t prepared_ = 0; ///< bytes added by the last prepare()
+    std::size_t max_line_;
 };
 
 /// 1 to 64 bytes of [A-Za-z0-9_.-].
