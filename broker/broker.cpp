@@ -373,14 +373,13 @@ struct Broker::Impl {
 
     // ---- notify datagrams ----------------------------------------------------
 
-    void notified(pid_t pid, const protocol::NotifyMessage& m) {
+    /// One wake-up's datagrams, under one lock.
+    void notified(const std::vector<NotifySocket::Datagram>& batch) {
         act([&](TimePoint now, lease::Decisions& out) {
-            auto worker = engine.worker_by_pid(pid);
-            if (worker) {
-                apply_notify(now, *worker, m, out);
-                return;
+            for (const auto& d : batch) {
+                if (auto worker = engine.worker_by_pid(d.pid)) apply_notify(now, *worker, d.message, out);
+                else remember_early(now, d.pid, d.message);
             }
-            remember_early(now, pid, m);
         });
     }
 
@@ -397,12 +396,14 @@ struct Broker::Impl {
     void remember_early(TimePoint now, pid_t pid, const protocol::NotifyMessage& m) {
         for (auto it = early.begin(); it != early.end();)
             it = now - it->second.received > early_notify_keep ? early.erase(it) : std::next(it);
+        bool debug = log_level() <= LogLevel::debug;
         if (early.size() >= early_notify_max && !early.count(pid)) {
-            log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker: ignored");
+            if (debug) log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker: ignored");
             return;
         }
-        log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker (yet): kept for " +
-                  std::to_string(early_notify_keep.count()) + " ms");
+        if (debug)
+            log_debug("notify datagram from pid " + std::to_string(pid) + ", not a worker (yet): kept for " +
+                      std::to_string(early_notify_keep.count()) + " ms");
         Early& e = early[pid];
         e.received = now;
         e.message.ready = e.message.ready || m.ready;
@@ -529,9 +530,7 @@ Broker::Broker(Config config, std::string config_file, std::vector<std::string> 
     impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
         [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
     impl_->notify = std::make_unique<NotifySocket>(
-        io_, impl_->notify_path(), [m = impl_.get()](pid_t pid, const protocol::NotifyMessage& msg) {
-            m->notified(pid, msg);
-        });
+        impl_->notify_path(), [m = impl_.get()](const std::vector<NotifySocket::Datagram>& batch) { m->notified(batch); });
     // The pools exist from here on; their min_idle workers start now and are
     // watched once run() runs the io_context.
     impl_->act([&](TimePoint now, lease::Decisions& out) {

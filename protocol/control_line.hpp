@@ -27,7 +27,8 @@ inline constexpr std::size_t max_reply_length = std::size_t{64} << 20;
 /// Splits a byte stream into '\n'-terminated lines. Feed it bytes, take lines.
 class LineReader {
 public:
-    explicit LineReader(std::size_t max_line = max_line_length) : max_line_(max_line) {}
+    LineReader() = default;
+    explicit LineReader(std::size_t max_line) : max_line_(max_line) {}
 
     enum class Result {
         line,      ///< `line` holds the next line, without '\n'
@@ -49,7 +50,7 @@ private:
     std::size_t start_ = 0;   ///< first byte not yet returned
     std::size_t scanned_ = 0; ///< bytes from start_ known to hold no '\n'
     std::size_t prepared_ = 0; ///< bytes added by the last prepare()
-    std::size_t max_line_;
+    std::size_t max_line_ = max_line_length;
 };
 
 /// 1 to 64 bytes of [A-Za-z0-9_.-].

@@ -216,12 +216,34 @@ struct LogLevelScope {
 
 // ---- NotifySocket ------------------------------------------------------------------
 
+/// What a NotifySocket handed over (on its own thread), waited for here.
+struct Inbox {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<Received> got;
+
+    NotifySocket::Handler handler() {
+        return [this](const std::vector<NotifySocket::Datagram>& batch) {
+            std::lock_guard lock(mu);
+            for (auto& d : batch) got.push_back({d.pid, d.message});
+            cv.notify_all();
+        };
+    }
+    /// Waits for `n` datagrams (at most test_limit); a copy of all so far.
+    std::vector<Received> wait(std::size_t n) {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, test_limit, [&] { return got.size() >= n; });
+        return got;
+    }
+};
+
 TEST_CASE("a datagram's sender pid comes from its credentials", "[notify]") {
     TempDir dir;
     boost::asio::io_context io;
     boost::asio::signal_set sigchld(io, SIGCHLD);
+    Inbox inbox;
+    NotifySocket notify(dir / "notify.sock", inbox.handler());
     std::vector<Received> got;
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t pid, const NotifyMessage& m) { got.push_back({pid, m}); });
 
     pid_t child = ::fork();
     REQUIRE(child >= 0);
@@ -236,7 +258,7 @@ TEST_CASE("a datagram's sender pid comes from its credentials", "[notify]") {
                   static_cast<ssize_t>(sizeof text - 1);
         ::_exit(ok ? 0 : 1);
     }
-    REQUIRE(run_until(io, [&] { return !got.empty(); }));
+    REQUIRE((got = inbox.wait(1)).size() >= 1);
     int status = wait_child(io, sigchld, child);
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
@@ -250,12 +272,13 @@ TEST_CASE("a datagram's sender pid comes from its credentials", "[notify]") {
 TEST_CASE("several keys in one datagram", "[notify]") {
     TempDir dir;
     boost::asio::io_context io;
+    Inbox inbox;
+    NotifySocket notify(dir / "notify.sock", inbox.handler());
     std::vector<Received> got;
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t pid, const NotifyMessage& m) { got.push_back({pid, m}); });
 
     send_datagram(notify.path(), "WATCHDOG=1\nSTATUS=busy: 3 jobs\nSTOPPING=1\nMAINPID=1\n");
     send_datagram(notify.path(), "READY=1\n");
-    REQUIRE(run_until(io, [&] { return got.size() == 2; }));
+    REQUIRE((got = inbox.wait(2)).size() >= 2);
     CHECK(got[0].pid == ::getpid());
     CHECK_FALSE(got[0].message.ready);
     CHECK(got[0].message.watchdog);
@@ -270,8 +293,9 @@ TEST_CASE("malformed datagrams are ignored", "[notify]") {
     TempDir dir;
     LogLevelScope debug(foreman::broker::LogLevel::debug);
     boost::asio::io_context io;
+    Inbox inbox;
+    NotifySocket notify(dir / "notify.sock", inbox.handler());
     std::vector<Received> got;
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t pid, const NotifyMessage& m) { got.push_back({pid, m}); });
 
     StderrCapture err(dir / "stderr");
     send_datagram(notify.path(), "");
@@ -282,7 +306,7 @@ TEST_CASE("malformed datagrams are ignored", "[notify]") {
     send_datagram(notify.path(), "READY=1\nSTATUS=" + std::string(NotifySocket::max_datagram, 'x'));
     send_datagram(notify.path(), "WATCHDOG=1");
     // Datagrams arrive in order: once the good one is handled, so were the rest.
-    REQUIRE(run_until(io, [&] { return !got.empty(); }));
+    REQUIRE((got = inbox.wait(1)).size() >= 1);
     err.restore();
 
     REQUIRE(got.size() == 1);
@@ -300,8 +324,9 @@ TEST_CASE("malformed datagrams are ignored", "[notify]") {
 TEST_CASE("descriptors passed with a datagram are closed", "[notify]") {
     TempDir dir;
     boost::asio::io_context io;
+    Inbox inbox;
+    NotifySocket notify(dir / "notify.sock", inbox.handler());
     std::vector<Received> got;
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t pid, const NotifyMessage& m) { got.push_back({pid, m}); });
     int before = count_open_fds();
 
     int p[2];
@@ -317,7 +342,7 @@ TEST_CASE("descriptors passed with a datagram are closed", "[notify]") {
         send_datagram(notify.path(), "STATUS=many", many);
         send_datagram(notify.path(), "WATCHDOG=1");
     }
-    REQUIRE(run_until(io, [&] { return got.size() == 2; }));
+    REQUIRE((got = inbox.wait(2)).size() >= 2);
     CHECK(got[0].message.ready);
     CHECK(got[1].message.watchdog);
     // End of file: no copy of the write end is left, in this process either.
@@ -331,8 +356,9 @@ TEST_CASE("libsystemd's sd_notify reaches the notify socket", "[notify]") {
     TempDir dir;
     boost::asio::io_context io;
     boost::asio::signal_set sigchld(io, SIGCHLD);
+    Inbox inbox;
+    NotifySocket notify(dir / "notify.sock", inbox.handler());
     std::vector<Received> got;
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t pid, const NotifyMessage& m) { got.push_back({pid, m}); });
 
     pid_t child = ::fork();
     REQUIRE(child >= 0);
@@ -347,7 +373,7 @@ TEST_CASE("libsystemd's sd_notify reaches the notify socket", "[notify]") {
     int status = wait_child(io, sigchld, child);
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
-    REQUIRE(run_until(io, [&] { return got.size() >= 2; }));
+    REQUIRE((got = inbox.wait(2)).size() >= 2);
     REQUIRE(got.size() == 2);
     CHECK(got[0].pid == child);
     CHECK(got[0].message.ready);
@@ -356,48 +382,45 @@ TEST_CASE("libsystemd's sd_notify reaches the notify socket", "[notify]") {
     CHECK_FALSE(got[1].message.ready);
 }
 
-TEST_CASE("with several io threads, notify handlers never overlap and close() stops them", "[notify]") {
+TEST_CASE("notify handlers never overlap, every datagram arrives, and close() stops them", "[notify]") {
     TempDir dir;
-    boost::asio::io_context io;
     std::mutex mu;
     std::condition_variable cv;
     int handled = 0;
     std::atomic<int> inside{0};
     std::atomic<bool> overlapped{false};
-    NotifySocket notify(io, dir / "notify.sock", [&](pid_t, const NotifyMessage&) {
+    NotifySocket notify(dir / "notify.sock", [&](const std::vector<NotifySocket::Datagram>& batch) {
         if (inside.fetch_add(1) != 0) overlapped = true;
         {
             std::lock_guard lock(mu);
-            ++handled;
+            handled += static_cast<int>(batch.size());
         }
         cv.notify_all();
         inside.fetch_sub(1);
     });
-    auto work = boost::asio::make_work_guard(io);
-    std::vector<std::thread> threads;
-    for (int i = 0; i < 3; ++i) threads.emplace_back([&] { io.run(); });
-
-    constexpr int count = 200;
-    for (int i = 0; i < count; ++i) send_datagram(notify.path(), "WATCHDOG=1");
+    // Senders on several threads at once.
+    constexpr int per_thread = 100;
+    std::vector<std::thread> senders;
+    for (int t = 0; t < 3; ++t)
+        senders.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i) send_datagram(notify.path(), "WATCHDOG=1");
+        });
+    for (auto& t : senders) t.join();
     bool all;
     {
         std::unique_lock lock(mu);
-        all = cv.wait_for(lock, test_limit, [&] { return handled == count; });
+        all = cv.wait_for(lock, test_limit, [&] { return handled == 3 * per_thread; });
     }
-    notify.close(); // from a thread that is not running the io_context
+    notify.close();
     CHECK_FALSE(send_datagram_may_fail(notify.path())); // the file is gone
-    work.reset();
-    io.stop();
-    for (auto& t : threads) t.join();
     CHECK(all);
     CHECK_FALSE(overlapped);
     std::lock_guard lock(mu);
-    CHECK(handled == count);
+    CHECK(handled == 3 * per_thread);
 }
 
 TEST_CASE("the notify socket replaces a stale socket, is open to all, and close() removes it", "[notify]") {
     TempDir dir;
-    boost::asio::io_context io;
     std::string path = dir / "notify.sock";
     {
         // What a killed broker leaves behind.
@@ -408,7 +431,7 @@ TEST_CASE("the notify socket replaces a stale socket, is open to all, and close(
         REQUIRE(::bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
     }
     auto inherited = inheritable_fds(); // whatever the test runner passed us
-    NotifySocket notify(io, path, [](pid_t, const NotifyMessage&) {});
+    NotifySocket notify(path, [](const std::vector<NotifySocket::Datagram>&) {});
     CHECK(notify.path() == path);
     struct stat st {};
     REQUIRE(::stat(path.c_str(), &st) == 0);
@@ -418,18 +441,16 @@ TEST_CASE("the notify socket replaces a stale socket, is open to all, and close(
     notify.close();
     CHECK(::access(path.c_str(), F_OK) != 0);
     notify.close(); // idempotent
-    CHECK(run_to_completion(io)); // no wait left behind
 }
 
 TEST_CASE("a notify socket that cannot be bound throws a clear error", "[notify]") {
     TempDir dir;
-    boost::asio::io_context io;
-    auto ignore = [](pid_t, const NotifyMessage&) {};
-    CHECK_THROWS_WITH(NotifySocket(io, dir / "missing/notify.sock", ignore),
+    auto ignore = [](const std::vector<NotifySocket::Datagram>&) {};
+    CHECK_THROWS_WITH(NotifySocket(dir / "missing/notify.sock", ignore),
                       Catch::Contains("cannot bind " + dir / "missing/notify.sock"));
-    CHECK_THROWS_WITH(NotifySocket(io, dir / std::string(120, 'n'), ignore), Catch::Contains("longer than"));
+    CHECK_THROWS_WITH(NotifySocket(dir / std::string(120, 'n'), ignore), Catch::Contains("longer than"));
     std::ofstream(dir / "file") << "not a socket";
-    CHECK_THROWS_WITH(NotifySocket(io, dir / "file", ignore), Catch::Contains("is not a socket"));
+    CHECK_THROWS_WITH(NotifySocket(dir / "file", ignore), Catch::Contains("is not a socket"));
     CHECK(std::filesystem::exists(dir / "file"));
 }
 
