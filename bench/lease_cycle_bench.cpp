@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
     fb::set_log_level(fb::LogLevel::warning);
     Stats fore;
     {
-        fb::Broker broker(config, conf, {}, false);
+        fb::Broker broker(config, {conf, {}, false, nullptr});
         std::thread t([&] { broker.run(); });
         {
             Client c(config.global.control_socket);

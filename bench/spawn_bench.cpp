@@ -220,13 +220,14 @@ public:
     BenchBroker(const std::string& dir, const std::string& ini) {
         std::string file = dir + "/foreman.conf";
         std::ofstream(file) << "runtime_dir = " << dir << "/run\n" << ini;
-        broker_ = std::make_unique<broker::Broker>(broker::load_config(file), file, std::vector<std::string>{}, false);
-        broker_->set_observer([this] {
+        broker::BrokerOptions options{file, {}, false, nullptr};
+        options.observer = [this] {
             if (watching_) watch();
             std::lock_guard lock(mu_);
             ++generation_;
             cv_.notify_all();
-        });
+        };
+        broker_ = std::make_unique<broker::Broker>(broker::load_config(file), std::move(options));
         thread_ = std::thread([this] { broker_->run(); });
         client_ = std::make_shared<BenchClient>();
         client_->id = broker_->open_client(client_);

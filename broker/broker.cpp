@@ -128,7 +128,7 @@ struct Broker::Impl {
     bool finished = false;
     asio::steady_timer grace_timer;
 
-    std::function<void()> observer; ///< set before run(), then only read
+    std::function<void()> observer; ///< set in the constructor, then only read
 
     // Thread-safe on their own.
     std::unique_ptr<ControlServer> control;
@@ -514,12 +514,13 @@ struct Broker::Impl {
 
 // ---- Broker -----------------------------------------------------------------------
 
-Broker::Broker(Config config, std::string config_file, std::vector<std::string> overrides, bool handle_signals)
+Broker::Broker(Config config, BrokerOptions options)
     : io_(static_cast<int>(std::max(1u, config.global.threads))), config_(std::move(config)),
-      impl_(std::make_unique<Impl>(*this, std::move(config_file), std::move(overrides))) {
+      impl_(std::make_unique<Impl>(*this, std::move(options.config_file), std::move(options.overrides))) {
+    impl_->observer = std::move(options.observer);
     // Signals are caught before any worker starts: a SIGTERM in between must
     // stop the broker cleanly, not kill it by default action.
-    if (handle_signals) {
+    if (options.handle_signals) {
         impl_->signals.emplace(io_, SIGTERM, SIGINT, SIGHUP);
         impl_->wait_signal();
     }
@@ -651,8 +652,6 @@ PoolResult Broker::unregister_pool(const std::string& protocol) {
         return PoolResult::ok;
     });
 }
-
-void Broker::set_observer(std::function<void()> observer) { impl_->observer = std::move(observer); }
 
 std::optional<PoolConfig> Broker::pool_config(const std::string& protocol) {
     std::lock_guard lock(impl_->mu);

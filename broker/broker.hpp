@@ -38,15 +38,24 @@ public:
 
 enum class PoolResult { ok, exists, unknown, invalid, shutting_down };
 
+struct BrokerOptions {
+    std::string config_file;             ///< what SIGHUP reloads (empty: nothing)
+    std::vector<std::string> overrides;  ///< --key=value, applied again on reload
+    bool handle_signals = true;          ///< SIGTERM/SIGINT stop, SIGHUP reloads
+    /// Called (outside the lock, on any thread) after every event the engine
+    /// handled, from the first worker start on and possibly after run()
+    /// returned: lets tests and benchmarks wait for a state instead of
+    /// sleeping. Given here, not later, because the constructor starts workers.
+    std::function<void()> observer;
+};
+
 class Broker {
 public:
     /// Creates the runtime directory, the control and notify sockets, and the
-    /// pools (their min_idle workers start at once). `config_file` and
-    /// `overrides` are what SIGHUP reloads. With `handle_signals`, SIGTERM and
-    /// SIGINT stop it and SIGHUP reloads, from before the first worker starts.
-    /// Throws std::system_error or std::runtime_error.
-    Broker(Config config, std::string config_file = {}, std::vector<std::string> overrides = {},
-           bool handle_signals = true);
+    /// pools (their min_idle workers start at once). Signals are handled from
+    /// before the first worker starts. Throws std::system_error or
+    /// std::runtime_error.
+    explicit Broker(Config config, BrokerOptions options = {});
     ~Broker();
     Broker(const Broker&) = delete;
     Broker& operator=(const Broker&) = delete;
@@ -77,9 +86,6 @@ public:
     PoolResult unregister_pool(const std::string& protocol);
     /// The config of a live pool (allow_users is checked by the session).
     std::optional<PoolConfig> pool_config(const std::string& protocol);
-    /// Called (outside the lock) after every event the engine handled: lets
-    /// tests and metrics wait for a state instead of sleeping. Set it before run().
-    void set_observer(std::function<void()> observer);
 
 private:
     struct Impl;

@@ -39,8 +39,8 @@ void ControlSession::start() {
 
 void ControlSession::refuse(const std::string& text) {
     asio::dispatch(strand_, [self = shared_from_this(), text] {
-        self->send(protocol::version_line());
-        self->send(protocol::fail_line("*", FailCode::overloaded, text));
+        // One write, so the client's handshake read sees the refusal too.
+        self->send(protocol::version_line() + protocol::fail_line("*", FailCode::overloaded, text));
         self->close_after_flush();
     });
 }

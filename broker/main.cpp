@@ -193,7 +193,7 @@ void prepare_process() {
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads the file.
 int run(const std::string& file, const std::vector<std::string>& overrides, Config config) {
-    foreman::broker::Broker broker(std::move(config), file, overrides);
+    foreman::broker::Broker broker(std::move(config), {file, overrides, true, nullptr});
     broker.run();
     return 0;
 }

@@ -189,6 +189,9 @@ public:
             if (e.lease_id != lease_.id()) return;
             ended_ = true;
             lease_.forget();
+            // Once the work is done, a notify=foreman worker's READY=1 is the
+            // normal end of the lease, not news.
+            if (done_ && e.reason == protocol::EndReason::worker_ready) return;
             std::cerr << "foremanctl: lease " << e.lease_id << " expired: " << protocol::to_string(e.reason)
                       << std::endl;
         });
@@ -242,6 +245,7 @@ public:
     /// Releases the lease unless it has ended; a lease that ended meanwhile
     /// (no-such-lease) is not an error.
     void finish() {
+        done_ = true;
         if (!connected_ || ended_ || !lease_.held()) return lease_.forget();
         try {
             lease_.release();
@@ -257,6 +261,7 @@ private:
     client::Lease& lease_;
     Clock::time_point renew_at_;
     bool ended_ = false;     ///< EXPIRED, or RENEW said no-such-lease
+    bool done_ = false;      ///< the command (or the copy) is over: finish() was called
     bool connected_ = true;  ///< the control connection still works
     bool renewing_ = true;
 };

@@ -2,11 +2,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <poll.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char** environ;
 
 namespace foreman::test {
 
@@ -59,6 +64,73 @@ std::map<int, std::string> open_fds(int pid) {
     }
     ::closedir(d);
     return fds;
+}
+
+namespace {
+
+/// An unlinked temporary file for a child's output.
+int capture_file() {
+    char tmpl[] = "/tmp/foreman-out-XXXXXX";
+    int fd = ::mkostemp(tmpl, O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    ::unlink(tmpl);
+    return fd;
+}
+
+std::string read_all(int fd) {
+    std::string text;
+    ::lseek(fd, 0, SEEK_SET);
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+    return text;
+}
+
+} // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv, const std::string& input,
+                          const std::vector<std::string>& env, std::chrono::milliseconds timeout) {
+    // Everything the child needs is built before fork: after it, only
+    // async-signal-safe calls (the test process has threads).
+    std::vector<std::string> envs;
+    for (char** e = environ; *e; ++e)
+        if (std::string_view(*e).rfind("FOREMAN_SOCKET=", 0) != 0) envs.emplace_back(*e);
+    envs.insert(envs.end(), env.begin(), env.end());
+    std::vector<char*> argp, envp;
+    for (auto& a : argv) argp.push_back(const_cast<char*>(a.c_str()));
+    argp.push_back(nullptr);
+    for (auto& e : envs) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+
+    int in[2];
+    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(input.size() < 65536); // fits in the pipe: written before the child runs
+    if (!input.empty()) REQUIRE(::write(in[1], input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+    ::close(in[1]);
+    int out = capture_file(), err = capture_file();
+
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::dup2(in[0], 0);
+        ::dup2(out, 1);
+        ::dup2(err, 2);
+        ::execve(argp[0], argp.data(), envp.data());
+        ::_exit(127);
+    }
+    ::close(in[0]);
+    ProcessResult r;
+    if (!wait_pid_gone(pid, timeout)) {
+        r.timed_out = true;
+        ::kill(pid, SIGKILL);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = read_all(out);
+    r.err = read_all(err);
+    ::close(out);
+    ::close(err);
+    return r;
 }
 
 void TestClient::granted(lease::Ticket t, lease::LeaseId l, int pid, std::chrono::milliseconds ttl,
@@ -118,12 +190,13 @@ BrokerHarness::BrokerHarness(std::string ini) {
     std::string file = dir_.path() + "/foreman.conf";
     std::ofstream(file) << ini;
     broker::Config config = broker::load_config(file);
-    broker_ = std::make_unique<broker::Broker>(config, file, std::vector<std::string>{}, false);
-    broker_->set_observer([this] {
+    broker::BrokerOptions options{file, {}, false, nullptr};
+    options.observer = [this] {
         std::lock_guard lock(mu_);
         ++generation_;
         cv_.notify_all();
-    });
+    };
+    broker_ = std::make_unique<broker::Broker>(config, std::move(options));
     thread_ = std::thread([this] {
         broker_->run();
         std::lock_guard lock(mu_);
@@ -135,6 +208,10 @@ BrokerHarness::BrokerHarness(std::string ini) {
 
 BrokerHarness::~BrokerHarness() {
     if (!stopped_) stop();
+    // The broker's process threads may still be calling the observer (a
+    // worker's exit is handled after run() returned): the broker goes before
+    // the mutex and condition variable the observer uses.
+    broker_.reset();
 }
 
 std::chrono::milliseconds BrokerHarness::stop() {

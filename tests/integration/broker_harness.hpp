@@ -16,10 +16,19 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace foreman::test {
 
 using namespace std::chrono_literals;
+
+/// How much slower a sanitizer build runs: limits on how long something may
+/// take are multiplied by it (never the durations under test themselves).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr int sanitizer_slowdown = 5;
+#else
+inline constexpr int sanitizer_slowdown = 1;
+#endif
 
 /// The running test binary (it doubles as a worker: test_worker.hpp).
 std::string self_exe();
@@ -41,6 +50,20 @@ bool wait_pid_gone(int pid, std::chrono::milliseconds timeout);
 bool is_zombie(int pid);
 /// The descriptors process `pid` has open: fd number → what it points to.
 std::map<int, std::string> open_fds(int pid);
+
+/// What a program run by run_process did.
+struct ProcessResult {
+    int status = -1;         ///< exit status, or 128 + signal
+    bool timed_out = false;  ///< killed for running longer than the limit
+    std::string out;         ///< its stdout
+    std::string err;         ///< its stderr
+};
+
+/// Runs `argv` (argv[0] a path) with `input` on its stdin, its stdout and
+/// stderr captured, and the test's environment minus FOREMAN_SOCKET plus
+/// `env` ("KEY=VALUE"). Kills it after `timeout`.
+ProcessResult run_process(const std::vector<std::string>& argv, const std::string& input = {},
+                          const std::vector<std::string>& env = {}, std::chrono::milliseconds timeout = 20s);
 
 struct Granted {
     lease::Ticket ticket;

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <poll.h>
 #include <string>
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -72,6 +74,71 @@ bool dump(int argc, char** argv, const std::string& path) {
     return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+/// Mode `pid`: every read is answered "pid <pid>\n".
+int pid_loop() {
+    int l = listener();
+    sd_notify(0, "READY=1");
+    std::string answer = "pid " + std::to_string(::getpid()) + "\n";
+    for (;;) {
+        int conn = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) {
+            if (errno == EINTR) continue;
+            return 1;
+        }
+        char buf[4096];
+        for (;;) {
+            ssize_t n = ::read(conn, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            if (::write(conn, answer.data(), answer.size()) != static_cast<ssize_t>(answer.size())) break;
+        }
+        ::close(conn);
+        sd_notify(0, "READY=1");
+    }
+}
+
+/// Mode `raw-client UID SOCKET LINE...`: a control client of another uid.
+int raw_client(int argc, char** argv) {
+    if (argc < 5) return 2;
+    if (std::strcmp(argv[3], "-") != 0) {
+        auto uid = static_cast<uid_t>(std::atol(argv[3]));
+        if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
+            std::fprintf(stderr, "raw-client: cannot become uid %u: %s\n", uid, std::strerror(errno));
+            return 2;
+        }
+    }
+    int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, argv[4], sizeof addr.sun_path - 1);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        std::printf("connect: %s\n", std::strerror(errno));
+        return 4;
+    }
+    std::string out = "VERSION\tforeman\t1000\n";
+    for (int i = 5; i < argc; ++i) out += std::string(argv[i]) + "\n";
+    if (::send(s, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) return 4;
+    int want = argc - 5, got = 0;
+    std::string in;
+    char buf[4096];
+    while (got < want) {
+        pollfd p{s, POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) break;
+        ssize_t n = ::read(s, buf, sizeof buf);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+        for (auto nl = in.find('\n'); nl != std::string::npos; nl = in.find('\n')) {
+            std::string line = in.substr(0, nl);
+            in.erase(0, nl + 1);
+            if (line.rfind("OK\t", 0) == 0 || line.rfind("FAIL\t", 0) == 0) {
+                std::printf("%s\n", line.c_str());
+                ++got;
+            }
+        }
+    }
+    return 0;
+}
+
 long watchdog_interval() {
     const char* w = std::getenv("WATCHDOG_USEC");
     return w ? std::atol(w) / 4 : 0;
@@ -85,6 +152,8 @@ int run_test_worker(int argc, char** argv) {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
     if (mode == "echo") return echo_loop(0);
     if (mode == "heartbeat") return echo_loop(watchdog_interval());
+    if (mode == "pid") return pid_loop();
+    if (mode == "raw-client") return raw_client(argc, argv);
     if (mode == "crash-at-start") return 3;
     if (mode == "dump" || mode == "dump-ignore-term") {
         // argv, environment and identity into FILE (argv[3]), then echo.

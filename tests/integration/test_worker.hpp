@@ -13,6 +13,14 @@
 //   dump FILE       writes its pid, sid, argv and environment to FILE, then as echo
 //   dump-ignore-term FILE  ignores SIGTERM, then as dump FILE
 //   heartbeat       as echo, and WATCHDOG=1 every WATCHDOG_USEC/4 while serving
+//   pid             READY=1, answers "pid <its pid>\n" to every read, READY=1
+//                   after each connection: a test can tell which worker a
+//                   descriptor reaches
+// And one mode that is a client, not a worker:
+//   raw-client UID SOCKET LINE...  switches to uid UID (unless "-"), connects
+//                   to the control socket, sends VERSION and each LINE, and
+//                   prints each OK/FAIL reply line it reads (one per LINE, or
+//                   until EOF or 5 s); exit 0, or 4 when it cannot connect
 
 namespace foreman::test {
 
