@@ -1,6 +1,7 @@
 #include "client/socket_io.hpp"
 
 #include "client/error.hpp"
+#include "protocol/scm_rights.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -38,31 +39,11 @@ spawn::unique_fd connect_unix(const std::string& path) {
 }
 
 ssize_t recv_with_fds(int fd, char* buf, std::size_t len, std::vector<spawn::unique_fd>& fds) {
-    // Aligned room for the control data of max_fds_per_read descriptors.
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_per_read)];
-    iovec iov{buf, len};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    ssize_t n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0) return n;
-    std::size_t first_new = fds.size();
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const unsigned char* data = CMSG_DATA(c);
-        for (std::size_t i = 0; i < count; ++i) {
-            int received;
-            std::memcpy(&received, data + i * sizeof(int), sizeof(int));
-            fds.emplace_back(received);
-        }
-    }
-    if (msg.msg_flags & MSG_CTRUNC) {
-        fds.erase(fds.begin() + static_cast<std::ptrdiff_t>(first_new), fds.end()); // closes them
+    std::vector<int> received; // protocol::recv_with_fds: the one recvmsg with SCM_RIGHTS
+    ssize_t n = protocol::recv_with_fds(fd, buf, len, received);
+    for (int r : received) fds.emplace_back(r);
+    if (n < 0 && errno == EMSGSIZE)
         throw Error(Error::Kind::protocol, "descriptors from the broker were truncated (MSG_CTRUNC)");
-    }
     return n;
 }
 

@@ -13,11 +13,6 @@
 
 namespace foreman::client {
 
-/// Descriptors one recvmsg makes room for. The broker sends one per sendmsg
-/// and Linux never merges messages across descriptor boundaries, so one would
-/// do; the spare room turns a misbehaving peer into MSG_CTRUNC we can see.
-inline constexpr std::size_t max_fds_per_read = 16;
-
 /// A new AF_UNIX stream socket, close-on-exec (Asio never sets FD_CLOEXEC
 /// itself) and optionally non-blocking. Throws Error (io).
 spawn::unique_fd open_unix_stream(bool non_blocking);
@@ -26,7 +21,7 @@ spawn::unique_fd open_unix_stream(bool non_blocking);
 /// naming the path.
 spawn::unique_fd connect_unix(const std::string& path);
 
-/// recvmsg(MSG_CMSG_CLOEXEC) into `buf`: the number of bytes read (0 = the
+/// protocol::recv_with_fds with owned descriptors: the number of bytes read (0 = the
 /// peer hung up), or -1 with errno set (EAGAIN on a non-blocking socket,
 /// EINTR, ...). Every descriptor that arrived is appended to `fds`, in order.
 /// When the kernel truncated the control data (MSG_CTRUNC), the descriptors

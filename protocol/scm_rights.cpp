@@ -6,12 +6,6 @@
 #include <unistd.h>
 
 namespace foreman::protocol {
-namespace {
-/// Room for this many descriptors in one message: a client pipelining
-/// LEASEs can receive several OK lines in one read.
-constexpr std::size_t max_fds_per_read = 64;
-} // namespace
-
 ssize_t send_with_fd(int socket, std::string_view bytes, int fd) {
     iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
     msghdr msg{};

@@ -10,6 +10,10 @@
 
 namespace foreman::protocol {
 
+/// Descriptors one recv_with_fds() makes room for: a client pipelining LEASEs
+/// can receive several OK lines, each with its descriptor, in one read.
+inline constexpr std::size_t max_fds_per_read = 64;
+
 /// Sends `bytes`, with `fd` (if >= 0) attached to the first byte. Returns the
 /// bytes sent, or -1 with errno (EAGAIN: wait for writability and retry the
 /// rest, without the fd, which went with the first byte).

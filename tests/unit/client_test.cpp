@@ -9,6 +9,8 @@
 #include "protocol/control_line.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include "protocol/scm_rights.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -556,7 +558,7 @@ TEST_CASE("recv_with_fds closes what arrived and throws when descriptors were tr
     FakeBroker sender{std::move(b), {}};
     std::vector<spawn::unique_fd> held;
     std::vector<int> raw;
-    for (std::size_t i = 0; i < client::max_fds_per_read + 4; ++i) {
+    for (std::size_t i = 0; i < protocol::max_fds_per_read + 4; ++i) {
         held.emplace_back(::dup(0));
         raw.push_back(held.back().get());
     }
