@@ -365,7 +365,12 @@ struct Broker::Impl {
         if (r.client) r.client->rejected(r.reject.ticket, r.reject.code, r.reject.text);
     }
 
-    void run(SignalAction& s) { supervisor->signal_group(s.worker, s.signal); }
+    void run(SignalAction& s) {
+        supervisor->signal_group(s.worker, s.signal);
+        // As systemd does: a stopped worker (SIGSTOP, a debugger) sees SIGTERM
+        // only once continued; without this it always waits out kill_grace.
+        if (s.signal == SIGTERM) supervisor->signal_group(s.worker, SIGCONT);
+    }
 
     void run(ExpireAction& e) {
         if (e.client) e.client->expired(e.expire.lease, e.expire.reason);

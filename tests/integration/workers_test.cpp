@@ -366,3 +366,22 @@ min_idle = 1
         if (line.rfind("Uid:", 0) == 0) uid_line = line;
     CHECK_THAT(uid_line, Catch::Contains("65534"));
 }
+
+TEST_CASE("a stopped worker that misses its heartbeats dies at once, not after kill_grace", "[workers]") {
+    BrokerHarness h(R"(
+[pool.frozen]
+path = {self}
+args = worker heartbeat
+notify = foreman
+heartbeat_timeout_ms = 200
+kill_grace_ms = 10000
+)");
+    auto c = h.client();
+    auto g = h.lease(*c, "frozen");
+    REQUIRE(::kill(g.pid, SIGSTOP) == 0);
+    CHECK(c->wait_expired(g.lease, 5s) == EndReason::worker_exit);
+    // SIGTERM reaches a stopped process only with the SIGCONT sent after it.
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(wait_pid_gone(g.pid, 5s));
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+}
