@@ -112,10 +112,11 @@ std::vector<int> inheritable_fds() {
     return fds;
 }
 
-/// Sends one datagram to `path`, with `fds` as SCM_RIGHTS when given.
-void send_datagram(const std::string& path, std::string_view data, const std::vector<int>& fds = {}) {
+/// Sends one datagram to `path`, with `fds` as SCM_RIGHTS when given;
+/// false when it could not. No Catch assertion: senders run on threads.
+bool try_send_datagram(const std::string& path, std::string_view data, const std::vector<int>& fds = {}) {
     unique_fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    REQUIRE(s);
+    if (!s) return false;
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
@@ -135,7 +136,11 @@ void send_datagram(const std::string& path, std::string_view data, const std::ve
         c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
         std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
-    REQUIRE(::sendmsg(s.get(), &msg, 0) == static_cast<ssize_t>(data.size()));
+    return ::sendmsg(s.get(), &msg, 0) == static_cast<ssize_t>(data.size());
+}
+
+void send_datagram(const std::string& path, std::string_view data, const std::vector<int>& fds = {}) {
+    REQUIRE(try_send_datagram(path, data, fds));
 }
 
 /// Sends to a socket that may be gone; true when it was still there.
@@ -400,12 +405,14 @@ TEST_CASE("notify handlers never overlap, every datagram arrives, and close() st
     });
     // Senders on several threads at once.
     constexpr int per_thread = 100;
+    std::atomic<int> unsent{0};
     std::vector<std::thread> senders;
     for (int t = 0; t < 3; ++t)
         senders.emplace_back([&] {
-            for (int i = 0; i < per_thread; ++i) send_datagram(notify.path(), "WATCHDOG=1");
+            for (int i = 0; i < per_thread; ++i) unsent += !try_send_datagram(notify.path(), "WATCHDOG=1");
         });
     for (auto& t : senders) t.join();
+    REQUIRE(unsent == 0);
     bool all;
     {
         std::unique_lock lock(mu);
