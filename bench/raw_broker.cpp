@@ -62,6 +62,7 @@ void RawBroker::serve(int client, std::string worker) {
         }
         auto f = protocol::split_fields(line);
         if (f.size() < 2) continue;
+        if (f[0] == "VERSION") continue; // the client's handshake line: no reply
         std::string reply;
         if (f[0] == "LEASE") {
             std::error_code ec;
