@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <fcntl.h>
 #include <mutex>
@@ -520,7 +521,7 @@ struct Broker::Impl {
 // ---- Broker -----------------------------------------------------------------------
 
 Broker::Broker(Config config, BrokerOptions options)
-    : io_(static_cast<int>(std::max(1u, config.global.threads))), config_(std::move(config)),
+    : io_(1), config_(std::move(config)),
       impl_(std::make_unique<Impl>(*this, std::move(options.config_file), std::move(options.overrides))) {
     impl_->observer = std::move(options.observer);
     // Signals are caught before any worker starts: a SIGTERM in between must
@@ -532,7 +533,15 @@ Broker::Broker(Config config, BrokerOptions options)
     make_directories(config_.global.runtime_dir, 0750);
     // First the control socket: it refuses to start beside a live broker
     // before anything of that broker's (its notify socket) is touched.
-    impl_->control = std::make_unique<ControlServer>(*this, io_, config_.global);
+    for (unsigned i = 1; i < config_.global.threads; ++i) session_io_.push_back(std::make_unique<asio::io_context>(1));
+    impl_->control = std::make_unique<ControlServer>(
+        *this, io_,
+        [this, next = std::make_shared<std::atomic<unsigned>>(0)]() -> asio::io_context& {
+            // Round robin over every context, the broker's own included.
+            unsigned i = next->fetch_add(1) % static_cast<unsigned>(session_io_.size() + 1);
+            return i == 0 ? io_ : *session_io_[i - 1];
+        },
+        config_.global);
     impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
         [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
     impl_->notify = std::make_unique<NotifySocket>(
@@ -561,8 +570,14 @@ void Broker::run() {
     m.control->start();
     log_info("listening on " + config_.global.control_socket);
     std::vector<std::thread> threads;
-    for (unsigned i = 1; i < config_.global.threads; ++i) threads.emplace_back([this] { io_.run(); });
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
+    for (auto& ctx : session_io_) {
+        keep.emplace_back(ctx->get_executor()); // idle until finish() stops them
+        threads.emplace_back([&ctx = *ctx] { ctx.run(); });
+    }
     io_.run();
+    // io_ stopped (finish()): the connections' contexts stop with it.
+    for (auto& ctx : session_io_) ctx->stop();
     for (auto& t : threads) t.join();
     if (impl_->signals) impl_->signals->cancel();
     // Every worker is reaped (the stop sequence waited for it); remove what is ours.

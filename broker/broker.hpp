@@ -89,7 +89,14 @@ public:
 
 private:
     struct Impl;
+    /// The broker's own events (timers, signals, worker output, the control
+    /// acceptor) and a share of the connections.
     boost::asio::io_context io_;
+    /// One io_context per further thread, each run by that thread alone: a
+    /// connection lives on one context, so its events never hop between
+    /// threads (a shared io_context run by N threads handed most events to
+    /// another thread, with a futex wake-up and a context switch each).
+    std::vector<std::unique_ptr<boost::asio::io_context>> session_io_;
     Config config_;
     std::unique_ptr<Impl> impl_;
 };

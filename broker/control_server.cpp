@@ -21,8 +21,9 @@ bool socket_is_live(const std::string& path) {
     return static_cast<bool>(fd) || ec == std::errc::resource_unavailable_try_again;
 }
 
-ControlServer::ControlServer(Broker& broker, asio::io_context& io, const GlobalConfig& global)
-    : broker_(broker), io_(io), path_(global.control_socket), max_clients_(global.max_clients), listener_(io) {
+ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext pick, const GlobalConfig& global)
+    : broker_(broker), pick_(std::move(pick)), path_(global.control_socket), max_clients_(global.max_clients),
+      listener_(io) {
     struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -66,7 +67,7 @@ void ControlServer::on_readable() {
         ucred cred{};
         socklen_t len = sizeof cred;
         if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer = {cred.pid, cred.uid, cred.gid};
-        auto session = std::make_shared<ControlSession>(broker_, *this, io_, std::move(conn), peer);
+        auto session = std::make_shared<ControlSession>(broker_, *this, pick_(), std::move(conn), peer);
         bool refuse;
         {
             std::lock_guard lock(mu_);

@@ -10,6 +10,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -22,9 +23,13 @@ class ControlSession;
 
 class ControlServer {
 public:
-    /// Binds `global.control_socket` with `control_socket_mode`. Throws
+    /// Where each new connection lives: the io_context that runs it.
+    using PickContext = std::function<boost::asio::io_context&()>;
+
+    /// Binds `global.control_socket` with `control_socket_mode`; accepts on
+    /// `io`, and runs each connection on the context `pick` gives. Throws
     /// std::runtime_error when a live broker answers there or it cannot bind.
-    ControlServer(Broker& broker, boost::asio::io_context& io, const GlobalConfig& global);
+    ControlServer(Broker& broker, boost::asio::io_context& io, PickContext pick, const GlobalConfig& global);
     ~ControlServer();
 
     void start();
@@ -40,7 +45,7 @@ private:
     void on_readable();
 
     Broker& broker_;
-    boost::asio::io_context& io_;
+    PickContext pick_;
     std::string path_;
     std::uint32_t max_clients_;
     boost::asio::posix::stream_descriptor listener_;
