@@ -4,6 +4,7 @@
 #include "lease/worker_state.hpp"
 
 #include <boost/intrusive/list.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -140,10 +141,14 @@ struct Engine::Impl {
     DeadlineIndex deadlines;
     std::vector<std::unique_ptr<Pool>> pools; ///< live and draining
     std::unordered_map<std::string, Pool*> by_name; ///< live only
-    std::unordered_map<WorkerId, std::unique_ptr<Worker>> workers;
-    std::unordered_map<int, Worker*> by_pid;
-    std::unordered_map<LeaseId, std::unique_ptr<Lease>> leases;
-    std::unordered_map<Ticket, std::unique_ptr<Request>> requests;
+    // Flat (open addressing) maps for what every lease and heartbeat looks
+    // up: one probe into one array, where std::unordered_map chased a node
+    // per lookup (it was 11 % of the broker's CPU under 10,000 heartbeats/s).
+    // Their values are pointers, so what they point to never moves.
+    boost::unordered_flat_map<WorkerId, std::unique_ptr<Worker>> workers;
+    boost::unordered_flat_map<int, Worker*> by_pid;
+    boost::unordered_flat_map<LeaseId, std::unique_ptr<Lease>> leases;
+    boost::unordered_flat_map<Ticket, std::unique_ptr<Request>> requests;
     std::unordered_map<ClientId, Client> clients;
     WorkerId next_worker = 1;
     LeaseId next_lease = 1;
