@@ -569,6 +569,9 @@ void Broker::run() {
     auto& m = *impl_;
     m.control->start();
     log_info("listening on " + config_.global.control_socket);
+    if (!config_.global.metrics_listen.empty())
+        log_warning("metrics_listen=" + config_.global.metrics_listen +
+                    ": Prometheus metrics are not served yet (the key is checked and ignored)");
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
     for (auto& ctx : session_io_) {
