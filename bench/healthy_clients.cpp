@@ -1,5 +1,6 @@
 #include "bench/healthy_clients.hpp"
 
+#include "bench/load_runner.hpp"
 #include "client/connection.hpp"
 #include "protocol/end_reason.hpp"
 
@@ -19,27 +20,6 @@ std::uint64_t HealthyResult::false_expiries() const {
         if (auto it = expired.find(reason); it != expired.end()) n += it->second;
     return n;
 }
-
-namespace {
-
-/// Writes `out` to `fd` and reads as many bytes back.
-bool echo(int fd, const std::vector<char>& out, std::vector<char>& in) {
-    std::size_t sent = 0;
-    while (sent < out.size()) {
-        ssize_t n = ::write(fd, out.data() + sent, out.size() - sent);
-        if (n <= 0) return false;
-        sent += static_cast<std::size_t>(n);
-    }
-    std::size_t got = 0;
-    while (got < out.size()) {
-        ssize_t n = ::read(fd, in.data() + got, in.size() - got);
-        if (n <= 0) return false;
-        got += static_cast<std::size_t>(n);
-    }
-    return std::memcmp(out.data(), in.data(), out.size()) == 0;
-}
-
-} // namespace
 
 HealthyClients::HealthyClients(HealthyOptions options)
     : o_(std::move(options)), tallies_(static_cast<std::size_t>(std::max(o_.clients, 0))) {
@@ -118,7 +98,7 @@ void HealthyClients::client(int index, HealthyResult& t) {
                     next_renew = Clock::now() + renew_every;
                 }
                 if (now >= next_echo) {
-                    if (!echo(lease.fd(), out, in)) {
+                    if (!echo_round_trip(lease.fd(), out, in)) {
                         conn.poll(std::chrono::milliseconds(0));
                         if (!ended) ++t.errors["echo"];
                         break;

@@ -5,6 +5,7 @@
 #include "bench/broker_process.hpp"
 #include "bench/load_runner.hpp"
 #include "bench/modes.hpp"
+#include "bench/pool_status.hpp"
 #include "bench/report.hpp"
 #include "client/connection.hpp"
 
@@ -24,22 +25,16 @@ namespace {
 double workers_started(const std::string& socket, const std::string& protocol) {
     auto conn = client::Connection::connect(socket);
     auto status = conn.status();
-    for (auto& pool : status.at("pools").as_array())
-        if (pool.at("protocol").as_string() == protocol && pool.as_object().contains("workers_started"))
-            return static_cast<double>(pool.at("workers_started").to_number<std::int64_t>());
-    return 0;
+    auto* pool = find_pool(status, protocol);
+    if (!pool || !pool->contains("workers_started")) return 0;
+    return static_cast<double>(pool->at("workers_started").to_number<std::int64_t>());
 }
 
 /// Waits until pool `protocol` has `n` idle workers (a started broker's min_idle).
 void wait_idle(const std::string& socket, const std::string& protocol, int n) {
     auto conn = client::Connection::connect(socket);
     for (int tries = 0; tries < 6000; ++tries) {
-        auto status = conn.status();
-        int idle = 0;
-        for (auto& pool : status.at("pools").as_array())
-            if (pool.at("protocol").as_string() == protocol)
-                for (auto& w : pool.at("workers").as_array()) idle += w.at("state").as_string() == "idle";
-        if (idle >= n) return;
+        if (pool_workers_in(conn.status(), protocol, "idle") >= n) return;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     throw std::runtime_error("pool " + protocol + " did not reach " + std::to_string(n) + " idle workers");

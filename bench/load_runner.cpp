@@ -28,8 +28,9 @@ std::uint64_t ns_since(Clock::time_point t0) {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
 }
 
-/// Writes `out` to `fd` and reads as many bytes back.
-bool echo(int fd, const std::vector<char>& out, std::vector<char>& in) {
+} // namespace
+
+bool echo_round_trip(int fd, const std::vector<char>& out, std::vector<char>& in) {
     std::size_t sent = 0;
     while (sent < out.size()) {
         ssize_t n = ::write(fd, out.data() + sent, out.size() - sent);
@@ -44,6 +45,8 @@ bool echo(int fd, const std::vector<char>& out, std::vector<char>& in) {
     }
     return std::memcmp(out.data(), in.data(), out.size()) == 0;
 }
+
+namespace {
 
 /// What one client thread measured.
 struct ClientTally {
@@ -126,7 +129,7 @@ private:
                 continue;
             }
             t.lease_wait.record(ns_since(t0));
-            bool ok = o_.payload == 0 || echo(lease.fd(), out, in);
+            bool ok = o_.payload == 0 || echo_round_trip(lease.fd(), out, in);
             lease.take_fd().reset();
             try {
                 lease.release();
@@ -155,7 +158,7 @@ private:
                 failed(t, "io");
                 continue;
             }
-            bool ok = echo(fd.get(), out, in);
+            bool ok = echo_round_trip(fd.get(), out, in);
             fd.reset();
             if (!ok) {
                 failed(t, "echo");

@@ -16,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace foreman::bench {
 
@@ -46,6 +47,9 @@ struct LoadResult {
     double per_second() const { return seconds > 0 ? static_cast<double>(cycles) / seconds : 0; }
     std::uint64_t error_count() const;
 };
+
+/// Writes `out` to `fd` and reads as many bytes back; true when they match.
+bool echo_round_trip(int fd, const std::vector<char>& out, std::vector<char>& in);
 
 /// Runs the load and returns when every client has stopped.
 LoadResult run_load(const LoadOptions& options);
