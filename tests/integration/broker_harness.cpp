@@ -264,6 +264,18 @@ Granted BrokerHarness::lease(TestClient& client, const std::string& protocol, co
     return std::move(*g);
 }
 
+std::string echo_through(int fd, const std::string& text) {
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    std::string back;
+    char buf[4096];
+    while (back.size() < text.size()) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        back.append(buf, static_cast<std::size_t>(n));
+    }
+    return back;
+}
+
 std::vector<lease::WorkerView> all_workers(const lease::Snapshot& s) {
     std::vector<lease::WorkerView> out;
     for (auto& p : s.pools) out.insert(out.end(), p.workers.begin(), p.workers.end());

@@ -138,6 +138,9 @@ private:
     std::chrono::steady_clock::time_point run_returned_;
 };
 
+/// Writes `text` to `fd` (a worker connection) and reads back as many bytes.
+std::string echo_through(int fd, const std::string& text);
+
 /// Every worker of every pool, flattened.
 std::vector<lease::WorkerView> all_workers(const lease::Snapshot& s);
 /// Number of workers of `protocol` in `state`.

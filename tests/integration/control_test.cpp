@@ -161,19 +161,6 @@ std::optional<client::Expired> wait_expired(Connection& c, std::uint64_t lease_i
     }
 }
 
-/// Writes `text` to `fd` and reads back as many bytes.
-std::string echo_through(int fd, const std::string& text) {
-    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
-    std::string back;
-    char buf[4096];
-    while (back.size() < text.size()) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n <= 0) break;
-        back.append(buf, static_cast<std::size_t>(n));
-    }
-    return back;
-}
-
 /// Asks a `worker pid` worker who it is.
 int worker_pid_behind(int fd) {
     REQUIRE(::write(fd, "?\n", 2) == 2);

@@ -21,19 +21,6 @@ using protocol::FailCode;
 
 namespace {
 
-/// Writes `text` to `fd` and reads back as many bytes.
-std::string echo_through(int fd, const std::string& text) {
-    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
-    std::string back;
-    char buf[4096];
-    while (back.size() < text.size()) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n <= 0) break;
-        back.append(buf, static_cast<std::size_t>(n));
-    }
-    return back;
-}
-
 /// Waits for a file the worker writes whole (rename), by polling: a file
 /// appearing is not an event the test can wait on otherwise.
 std::string wait_file(const std::string& path, std::chrono::milliseconds timeout = 10s) {
