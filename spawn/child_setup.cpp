@@ -46,17 +46,14 @@ void ChildSetup::write_pid(char* digits, pid_t pid) {
 }
 
 void ChildSetup::fail(int error_pipe, int err) {
-    // The launcher's parent side reads one int from this pipe: the errno.
+    // The parent reads one int from this pipe: the errno.
     [[maybe_unused]] auto n = ::write(error_pipe, &err, sizeof err);
     ::_exit(127);
 }
 
-boost::process::v2::error_code ChildSetup::on_exec_setup(
-    boost::process::v2::posix::default_launcher& launcher, const boost::process::v2::filesystem::path&,
-    const char* const*&) {
-    // Boost.Process 1.81 appends its exec-error pipe to the whitelist just
-    // before fork; lift it out of the way of fds 0..3 first.
-    int error_pipe = ::fcntl(launcher.fd_whitelist.back(), F_DUPFD_CLOEXEC, lift_floor);
+void ChildSetup::run_in_child(int error_pipe_in) {
+    // Lift the error pipe out of the way of fds 0..3 first.
+    int error_pipe = ::fcntl(error_pipe_in, F_DUPFD_CLOEXEC, lift_floor);
     if (error_pipe < 0) ::_exit(127);
 
     // A clean signal state: the broker ignores SIGPIPE, and ignored signals

@@ -1,14 +1,10 @@
 #pragma once
-// What a worker's child process does between fork and exec, as a Boost.Process
-// v2 launcher initializer. It replaces the launcher's own descriptor closing
-// (off by one in 1.81), exec and exit() on failure (1.81 calls exit(), not
-// _exit(), so atexit handlers and stdio buffers ran twice): see
-// docs/spawn.md. Everything here is async-signal-safe: the buffers it writes
-// were sized in the parent.
+// What a worker's child process does between fork and exec. Everything here
+// is async-signal-safe and allocates nothing: the buffers it writes were
+// sized in the parent (a child of a threaded process may find any lock taken,
+// the allocator's among them: docs/spawn.md).
 
 #include "spawn/launch_spec.hpp"
-
-#include <boost/process/v2/posix/default_launcher.hpp>
 
 #include <array>
 #include <sys/types.h>
@@ -23,11 +19,9 @@ public:
     ChildSetup(const ChildSetup&) = delete;
     ChildSetup& operator=(const ChildSetup&) = delete;
 
-    /// Runs in the child after fork. Execs the worker; returns only to report
-    /// an error, which it has also written to the launcher's error pipe.
-    boost::process::v2::error_code on_exec_setup(boost::process::v2::posix::default_launcher& launcher,
-                                                 const boost::process::v2::filesystem::path&,
-                                                 const char* const*&);
+    /// Runs in the child after fork and execs the worker. On any failure it
+    /// writes the errno (an int) to `error_pipe` and _exit()s: it never returns.
+    [[noreturn]] void run_in_child(int error_pipe);
 
     const char* const* argv() const { return argv_.data(); }
 

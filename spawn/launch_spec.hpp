@@ -20,7 +20,7 @@ struct LaunchSpec {
     std::string path;              ///< absolute path of the executable
     std::vector<std::string> argv; ///< argv[0] first
     /// KEY=VALUE entries. LISTEN_PID and WATCHDOG_PID, when wanted, are
-    /// appended by the launcher with the child's own pid.
+    /// appended by the child with its own pid.
     std::vector<std::string> env;
     bool set_listen_pid = false;
     bool set_watchdog_pid = false;

@@ -1,11 +1,11 @@
 #include "spawn/process_supervisor.hpp"
 
 #include "spawn/child_setup.hpp"
+#include "spawn/unique_fd.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/process/v2/posix/default_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 
 #include <atomic>
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <thread>
 #include <unordered_map>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,31 +39,58 @@ struct ProcessSupervisor::Impl {
 
     void start(Tag tag, LaunchSpec spec, const Started& done) {
         ChildSetup setup(spec);
-        bp::posix::default_launcher launcher;
-        bp::error_code ec;
-        std::vector<std::string> no_args; // the child execs its own argv
-        Process proc = launcher(ctx.get_executor(), ec, spec.path, no_args, setup);
+        int err = 0;
+        pid_t pid = fork_exec(setup, err);
         // The child has its copies; the parent's ends are of no further use.
         if (spec.activation_fd >= 0) ::close(spec.activation_fd);
         if (spec.output_fd >= 0) ::close(spec.output_fd);
-        if (ec) {
-            // The child wrote its errno and _exit()ed: reap it here, at once
-            // (Boost.Process leaves it a zombie).
-            if (launcher.pid > 0) {
-                int status = 0;
-                while (::waitpid(launcher.pid, &status, 0) < 0 && errno == EINTR) {
-                }
-            }
-            done(tag, 0, std::error_code(ec.value(), std::system_category()));
+        if (pid < 0) {
+            done(tag, 0, std::error_code(err, std::system_category()));
             return;
         }
-        int pid = proc.id();
-        auto owned = std::make_unique<Process>(std::move(proc));
+        // Boost.Process takes over from here: a pidfd, and waitpid of this pid
+        // alone when it becomes readable.
+        auto owned = std::make_unique<Process>(ctx.get_executor(), pid);
         Process& p = *owned;
         children.emplace(tag, std::move(owned));
         ++running;
         p.async_wait([this, tag, pid](bp::error_code, int) { reaped(tag, pid); });
         done(tag, pid, {});
+    }
+
+    /// fork, exec in the child, and learn whether the exec worked through a
+    /// close-on-exec pipe (libuv's way): end of file means it did, an int is
+    /// the child's errno. Returns the pid, or -1 with `err` set (the child,
+    /// if there was one, is reaped).
+    ///
+    /// Not Boost.Process's launcher: between fork and exec it calls
+    /// io_context::notify_fork(fork_child), which allocates and takes locks
+    /// that another thread of the broker may have held at fork time; under
+    /// AddressSanitizer's allocator that hung the child for good.
+    static pid_t fork_exec(ChildSetup& setup, int& err) {
+        int pipe_fds[2];
+        if (::pipe2(pipe_fds, O_CLOEXEC) < 0) {
+            err = errno;
+            return -1;
+        }
+        spawn::unique_fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+        pid_t pid = ::fork();
+        if (pid < 0) {
+            err = errno;
+            return -1;
+        }
+        if (pid == 0) setup.run_in_child(write_end.get()); // never returns
+        write_end.reset();
+        int child_errno = 0;
+        ssize_t n;
+        do n = ::read(read_end.get(), &child_errno, sizeof child_errno);
+        while (n < 0 && errno == EINTR);
+        if (n == 0) return pid; // exec closed the pipe: the worker runs
+        err = n == static_cast<ssize_t>(sizeof child_errno) ? child_errno : EIO;
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        return -1;
     }
 
     void reaped(Tag tag, int pid) {

@@ -1,10 +1,9 @@
 #pragma once
 // Starts worker processes, signals their process groups and reaps them.
 //
-// All of it happens on one thread of its own, running a private io_context:
-// - Boost.Process 1.81's launcher calls io_context::notify_fork(), which
-//   takes the reactor's locks in the child; that is only safe when no other
-//   thread uses that io_context (docs/spawn.md);
+// It forks and execs itself (the child only makes system calls: see
+// child_setup.hpp and docs/spawn.md for why not Boost.Process's launcher),
+// and all of it happens on one thread of its own, running a private io_context:
 // - PR_SET_PDEATHSIG fires when the *thread* that forked ends: this thread
 //   lives as long as the supervisor;
 // - a signal is only sent to a pid this thread has not reaped yet, so it can
