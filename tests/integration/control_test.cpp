@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 
 #include <csignal>
+#include <fstream>
 #include <cstring>
 #include <poll.h>
 #include <set>
@@ -1024,4 +1025,45 @@ TEST_CASE("UNREGISTER fails the pool's waiting LEASEs with unknown-protocol", "[
     CHECK(answer.reply.code == FailCode::unknown_protocol);
     held.release();
     CHECK(wait_pid_gone(held.worker_pid(), 5s));
+}
+
+// ---- the control socket file ---------------------------------------------------------
+
+TEST_CASE("the control socket file has control_socket_mode, 0660 by default", "[control][socket]") {
+    BrokerHarness h("[pool.echo]\npath = " + std::string(FOREMAN_BIN_DIR) + "/foreman-echo\n");
+    struct stat st {};
+    REQUIRE(::stat(control_socket(h).c_str(), &st) == 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0660);
+}
+
+TEST_CASE("a stale control socket left by a dead broker is replaced", "[control][socket]") {
+    TempDir dir;
+    std::string path = dir.path() + "/control.sock";
+    {
+        // Bound, never listened on, and its owner gone: what a SIGKILLed broker leaves.
+        spawn::unique_fd stale(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, path.c_str());
+        REQUIRE(::bind(stale.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    }
+    BrokerHarness h("control_socket = " + path + "\n[pool.echo]\npath = " + std::string(FOREMAN_BIN_DIR) +
+                    "/foreman-echo\n");
+    auto c = Connection::connect(path);
+    CHECK(c.broker_version() == 1000);
+}
+
+TEST_CASE("a broker does not take over a control socket a live broker answers on", "[control][socket]") {
+    BrokerHarness first("[pool.echo]\npath = " + std::string(FOREMAN_BIN_DIR) + "/foreman-echo\n");
+    TempDir second;
+    std::string conf = second.path() + "/foreman.conf";
+    std::ofstream(conf) << "runtime_dir = " << second.path() << "/run\ncontrol_socket = " << control_socket(first)
+                        << "\n";
+    broker::Config config = broker::load_config(conf);
+    CHECK_THROWS_WITH(broker::Broker(config, {conf, {}, false, nullptr}),
+                      Catch::Contains("another broker answers on " + control_socket(first)));
+    // The first one is untouched.
+    auto c = Connection::connect(control_socket(first));
+    CHECK(c.broker_version() == 1000);
 }
