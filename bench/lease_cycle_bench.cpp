@@ -6,6 +6,7 @@
 //
 //   lease_cycle_bench [--cycles N] [--quick]
 
+#include "bench/raw_broker.hpp"
 #include "broker/broker.hpp"
 #include "broker/log.hpp"
 #include "broker/unix_socket.hpp"
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -93,39 +95,6 @@ private:
     std::vector<int> fds_;
 };
 
-/// The cheapest broker: one thread, blocking, one client; per LEASE it
-/// connect()s to the worker and passes the descriptor.
-void raw_broker(int listener, std::string worker_path, int worker_pid) {
-    int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) die("accept");
-    fp::LineReader reader;
-    std::string version = fp::version_line();
-    if (::write(c, version.data(), version.size()) < 0) die("write");
-    std::uint64_t lease = 0;
-    for (;;) {
-        std::string_view line;
-        while (reader.next(line) != fp::LineReader::Result::line) {
-            char* p = reader.prepare(4096);
-            ssize_t n = ::read(c, p, 4096);
-            if (n <= 0) {
-                ::close(c);
-                return;
-            }
-            reader.commit(static_cast<std::size_t>(n));
-        }
-        if (line.rfind("LEASE\t", 0) == 0) {
-            std::error_code ec;
-            auto w = fb::connect_unix(worker_path, ec);
-            if (!w) die("connect worker");
-            std::string ok = "OK\tl\t" + std::to_string(++lease) + "\t" + std::to_string(worker_pid) + "\t30000\n";
-            if (fp::send_with_fd(c, ok, w.get()) < 0) die("sendmsg");
-        } else if (line.rfind("RELEASE\t", 0) == 0) {
-            std::string ok = "OK\tr\n";
-            if (::write(c, ok.data(), ok.size()) < 0) die("write");
-        }
-    }
-}
-
 struct Stats {
     double median_us, p99_us, per_second;
 };
@@ -170,24 +139,14 @@ int main(int argc, char** argv) {
     std::string dir = temp_dir();
     std::string echo = FOREMAN_ECHO;
 
-    // The raw baseline: the echo worker binds its own socket (listen=path).
-    std::string worker_path = dir + "/raw-worker.sock";
-    pid_t worker = ::fork();
-    if (worker == 0) {
-        ::setenv("FOREMAN_SOCKET", worker_path.c_str(), 1);
-        ::unsetenv("NOTIFY_SOCKET");
-        ::execl(echo.c_str(), echo.c_str(), static_cast<char*>(nullptr));
-        ::_exit(127);
-    }
-    for (int i = 0; i < 5000; ++i) { // until it listens
-        std::error_code ec;
-        if (fb::connect_unix(worker_path, ec)) break;
-        ::usleep(1000);
-    }
-    // That probe connection was one accept of the echo worker's: it sees EOF.
+    // The raw baseline (bench/raw_broker.hpp, as in foreman-bench compare):
+    // one echo worker that binds its own socket (listen=path), and a broker
+    // thread that blocks on the one client.
+    std::optional<foreman::bench::EchoWorkers> raw_worker;
+    raw_worker.emplace(echo, dir, 1);
     std::string raw_path = dir + "/raw-broker.sock";
-    auto listener = fb::listen_unix(raw_path, 16);
-    std::thread raw(raw_broker, listener.get(), worker_path, static_cast<int>(worker));
+    std::optional<foreman::bench::RawBroker> raw;
+    raw.emplace(raw_path, raw_worker->sockets());
 
     // foreman, in-process, with the same worker binary (socket activation,
     // notify=none: ready at once, idle again at RELEASE).
@@ -222,10 +181,8 @@ int main(int argc, char** argv) {
         broker.stop();
         t.join();
     }
-    ::shutdown(listener.get(), SHUT_RDWR);
-    raw.join();
-    ::kill(worker, SIGTERM);
-    ::waitpid(worker, nullptr, 0);
+    raw.reset();
+    raw_worker.reset();
     std::string rm = "rm -rf '" + dir + "'";
     [[maybe_unused]] int rc = std::system(rm.c_str());
 
