@@ -238,6 +238,8 @@ struct Broker::Impl {
         }
     }
 
+    std::optional<std::string> run_as_denial(const lease::LeaseRequest& request);
+
     void end_all_locked() {
         ended_all = true;
         grace_timer.cancel();
@@ -627,8 +629,36 @@ void Broker::close_client(lease::ClientId client) {
     });
 }
 
+/// For a pool that runs workers as the leasing user (run_as={user}): why
+/// `request`'s user may not have one (unknown, or root without allow_root).
+/// Asked before the engine sees the LEASE, so that it fails this LEASE alone
+/// (`denied`) instead of counting as a failed start that backs the whole
+/// pool off; and outside the lock, since the user database may be slow.
+std::optional<std::string> Broker::Impl::run_as_denial(const lease::LeaseRequest& request) {
+    bool allow_root = false;
+    {
+        std::lock_guard lock(mu);
+        auto it = pools.find(request.protocol);
+        if (it == pools.end() || it->second.run_as != "{user}" || request.user.empty()) return std::nullopt;
+        allow_root = it->second.allow_root;
+    }
+    try {
+        resolve_run_as(request.user, allow_root);
+    } catch (const std::exception& e) {
+        std::string why = e.what();
+        if (why.rfind("run_as: ", 0) == 0) why.erase(0, 8);
+        return "pool " + request.protocol + " runs workers as the leasing user: " + why;
+    }
+    return std::nullopt;
+}
+
 void Broker::lease(const lease::LeaseRequest& request) {
+    const std::optional<std::string> denial = impl_->run_as_denial(request);
     impl_->act([&](TimePoint now, lease::Decisions& out) {
+        if (denial) {
+            out.push_back(lease::Reject{request.ticket, request.client, FailCode::denied, *denial});
+            return;
+        }
         auto pool = impl_->pools.find(request.protocol);
         if (pool != impl_->pools.end() && !pool->second.allow_uids.empty() &&
             std::find(pool->second.allow_uids.begin(), pool->second.allow_uids.end(), request.uid) ==
