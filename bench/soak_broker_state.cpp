@@ -42,8 +42,11 @@ bool read_stat(const std::string& pid, char& state, pid_t& ppid) {
 
 } // namespace
 
-int open_fd_count(pid_t pid) {
-    DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+namespace {
+
+/// Entries of a /proc folder whose names are numbers, or -1.
+int numbered_entries(const std::string& folder) {
+    DIR* dir = ::opendir(folder.c_str());
     if (!dir) return -1;
     int n = 0;
     while (auto* e = ::readdir(dir))
@@ -51,6 +54,12 @@ int open_fd_count(pid_t pid) {
     ::closedir(dir);
     return n;
 }
+
+} // namespace
+
+int open_fd_count(pid_t pid) { return numbered_entries("/proc/" + std::to_string(pid) + "/fd"); }
+
+int thread_count(pid_t pid) { return numbered_entries("/proc/" + std::to_string(pid) + "/task"); }
 
 std::vector<pid_t> zombie_children(pid_t pid) {
     std::vector<pid_t> out;

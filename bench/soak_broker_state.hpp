@@ -23,6 +23,9 @@ namespace foreman::bench {
 /// when they cannot be read (it is gone).
 int open_fd_count(pid_t pid);
 
+/// Threads of process `pid` (entries of /proc/<pid>/task), or -1.
+int thread_count(pid_t pid);
+
 /// Children of `pid` in state Z: exited, not reaped.
 std::vector<pid_t> zombie_children(pid_t pid);
 

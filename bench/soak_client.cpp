@@ -61,7 +61,7 @@ void SoakClient::run() {
         const std::uint64_t index = shared_.next.fetch_add(1);
         if (index >= setup_.cycles) break;
         try {
-            if (setup_.fault_every > 0 && (index + 1) % setup_.fault_every == 0) fault(index / setup_.fault_every);
+            if (setup_.fault_every > 0 && !setup_.faults.empty() && (index + 1) % setup_.fault_every == 0) fault(index / setup_.fault_every);
             cycle(index);
         } catch (const client::Error& e) {
             // The connection broke under requests in flight (counted as
@@ -121,7 +121,7 @@ void SoakClient::cycle(std::uint64_t index) {
 
 void SoakClient::fault(std::uint64_t n) {
     std::mt19937_64 rng;
-    const SoakFault kind = soak_fault_for(setup_.seed, n, rng);
+    const SoakFault kind = soak_fault_for(setup_.seed, n, setup_.faults, rng);
     auto& count = tally_.faults[static_cast<std::size_t>(kind)];
     ++count.injected;
     shared_.faults.fetch_add(1, std::memory_order_relaxed);

@@ -28,6 +28,7 @@ struct SoakSetup {
     std::string plain_pool = "plain"; ///< notify=none: only RELEASE, ttl or an exit end a lease
     std::uint64_t cycles = 1'000'000;
     std::uint64_t fault_every = 1000; ///< 0: no faults
+    std::vector<SoakFault> faults{soak_fault_kinds.begin(), soak_fault_kinds.end()}; ///< the kinds injected
     std::uint64_t seed = 1;
     std::uint64_t plain_every = 4;    ///< every plain_every-th cycle leases from plain_pool
     std::size_t payload = 64;

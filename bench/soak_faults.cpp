@@ -4,13 +4,13 @@
 #include "bench/load_runner.hpp"
 #include "bench/soak_broker_state.hpp"
 #include "bench/soak_client.hpp"
-#include "client/socket_io.hpp"
+#include "bench/soak_raw_control.hpp"
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <poll.h>
-#include <sys/socket.h>
+#include <stdexcept>
 #include <thread>
 #include <unistd.h>
 
@@ -206,67 +206,6 @@ std::string worker_signal(SoakClient& c, const std::string& pool, int signal, Cl
 
 // ---- garbage ----------------------------------------------------------------------
 
-/// A control connection spoken to byte by byte, for what the client library
-/// would refuse to send.
-class RawControl {
-public:
-    explicit RawControl(const std::string& socket) : fd_(client::connect_unix(socket)) {}
-
-    /// False when the broker closed first (it may, once it has answered).
-    bool send(std::string_view bytes) {
-        while (!bytes.empty()) {
-            ssize_t n = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return false;
-            bytes.remove_prefix(static_cast<std::size_t>(n));
-        }
-        return true;
-    }
-
-    /// The next line without its '\n'; nullopt at end of file, on an error,
-    /// or at `deadline`.
-    std::optional<std::string> line(Clock::time_point deadline) {
-        for (;;) {
-            if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-                std::string l = buf_.substr(0, nl);
-                buf_.erase(0, nl + 1);
-                return l;
-            }
-            if (!fill(deadline)) return std::nullopt;
-        }
-    }
-
-    /// Whether the broker closed the connection (end of file or a reset)
-    /// by `deadline`, with nothing more to read.
-    bool closed(Clock::time_point deadline) {
-        if (!buf_.empty()) return false;
-        return !fill(deadline) && eof_;
-    }
-
-private:
-    bool fill(Clock::time_point deadline) {
-        auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) return false;
-        pollfd p{fd_.get(), POLLIN, 0};
-        int r = ::poll(&p, 1, static_cast<int>(left));
-        if (r < 0 && errno == EINTR) return fill(deadline);
-        if (r <= 0) return false;
-        char chunk[4096];
-        ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
-        if (n < 0 && errno == EINTR) return fill(deadline);
-        if (n <= 0) {
-            eof_ = true; // end of file, or ECONNRESET: the broker closed with our bytes unread
-            return false;
-        }
-        buf_.append(chunk, static_cast<std::size_t>(n));
-        return true;
-    }
-
-    spawn::unique_fd fd_;
-    std::string buf_;
-    bool eof_ = false;
-};
-
 /// A line that is not a request: each gets exactly one FAIL.
 std::string garbage_line(std::mt19937_64& rng, int number) {
     const std::string tag = "g" + std::to_string(number);
@@ -338,13 +277,10 @@ std::string garbage(SoakClient& c, std::mt19937_64& rng) {
     if (variant == 1) return {};
     // One line over the limit: answered, then the connection is closed.
     ++t.requests;
-    raw.send(std::string(protocol::max_line_length + 1 + rng() % 1000, 'x') + "\n");
-    auto reply = raw.line(deadline);
-    if (reply) ++t.answered;
-    if (reply != "FAIL\t*\tbad-request\tline too long")
-        return "an over-long line got '" + reply.value_or("<nothing>").substr(0, 80) + "', not FAIL * line too long";
-    if (!raw.closed(deadline)) return "the connection stayed open after an over-long line";
-    return {};
+    bool answered = false;
+    auto why = over_long_line_refused(raw, protocol::max_line_length + 1 + rng() % 1000, deadline, answered);
+    if (answered) ++t.answered;
+    return why;
 }
 
 // ---- unknown-lease ----------------------------------------------------------------
@@ -381,10 +317,26 @@ std::string_view soak_fault_name(SoakFault kind) {
     return "?";
 }
 
-SoakFault soak_fault_for(std::uint64_t seed, std::uint64_t n, std::mt19937_64& rng) {
-    const std::uint64_t round = n / soak_fault_kinds.size();
+std::vector<SoakFault> parse_soak_faults(const std::string& list) {
+    std::vector<SoakFault> out;
+    std::size_t at = 0;
+    while (at <= list.size()) {
+        auto comma = std::min(list.find(',', at), list.size());
+        std::string_view name(list.data() + at, comma - at);
+        auto it = std::find_if(soak_fault_kinds.begin(), soak_fault_kinds.end(),
+                               [&](SoakFault k) { return soak_fault_name(k) == name; });
+        if (it == soak_fault_kinds.end()) throw std::invalid_argument("unknown fault '" + std::string(name) + "'");
+        if (std::find(out.begin(), out.end(), *it) == out.end()) out.push_back(*it);
+        at = comma + 1;
+    }
+    return out;
+}
+
+SoakFault soak_fault_for(std::uint64_t seed, std::uint64_t n, const std::vector<SoakFault>& kinds,
+                         std::mt19937_64& rng) {
+    const std::uint64_t round = n / kinds.size();
     std::mt19937_64 round_rng(splitmix64(seed ^ splitmix64(round)));
-    auto order = soak_fault_kinds;
+    auto order = kinds;
     std::shuffle(order.begin(), order.end(), round_rng);
     rng.seed(splitmix64(splitmix64(seed) ^ n));
     return order[n % order.size()];

@@ -20,7 +20,7 @@
 //   unknown-lease  RENEW and RELEASE of leases never granted, ended, or
 //                  another client's: FAIL no-such-lease
 //
-// Faults come in shuffled rounds of every kind, drawn from the seed and the
+// Faults come in shuffled rounds of every kind (or of those chosen), drawn from the seed and the
 // fault's number alone, so a run injects the same faults whichever client
 // thread happens to reach them.
 
@@ -29,6 +29,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace foreman::bench {
 
@@ -38,9 +39,13 @@ inline constexpr std::array<SoakFault, 7> soak_fault_kinds{
     SoakFault::worker_stop,   SoakFault::garbage,     SoakFault::unknown_lease};
 
 std::string_view soak_fault_name(SoakFault kind);
+/// The kinds named in `list` ("worker-kill,garbage"); throws std::invalid_argument.
+std::vector<SoakFault> parse_soak_faults(const std::string& list);
 
-/// The kind of fault number `n`, and `rng` seeded for its details.
-SoakFault soak_fault_for(std::uint64_t seed, std::uint64_t n, std::mt19937_64& rng);
+/// The kind of fault number `n` among `kinds` (not empty), and `rng`
+/// seeded for its details.
+SoakFault soak_fault_for(std::uint64_t seed, std::uint64_t n, const std::vector<SoakFault>& kinds,
+                         std::mt19937_64& rng);
 
 class SoakClient;
 /// Injects one fault from client `c`'s thread and checks the broker's
