@@ -12,5 +12,7 @@ int load_main(const std::vector<std::string>& args);
 int compare_main(const std::vector<std::string>& args);
 /// `foreman-bench tune`: lease_ttl and heartbeat settings against injected faults.
 int tune_main(const std::vector<std::string>& args);
+/// `foreman-bench soak`: a million lease cycles with faults; checks the broker leaks nothing.
+int soak_main(const std::vector<std::string>& args);
 
 } // namespace foreman::bench
