@@ -2,10 +2,13 @@
 # Sets up, builds and runs every test with ctest.
 #
 # usage: scripts/test.sh [asan|tsan]
-#   (none)  build/       the normal tree
+#   (none)  build/       the normal tree, then build-fuzz/: the libFuzzer
+#                        targets of fuzz/ (clang), 5 s each (label fuzz)
 #   asan    build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan    build-tsan/  ThreadSanitizer
 # Fails when a test fails, and also when ctest finds no test at all.
+# The 60 s fuzz runs (label fuzz-long) run only when asked for:
+#   ctest --test-dir build-fuzz -L fuzz-long --output-on-failure
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,13 +48,29 @@ case "$mode" in
         ;;
 esac
 
-scripts/setup.sh "$build_dir" "${flags[@]}"
-
 # ctest prints "No tests were found!!!" and exits 0 when there are none.
-count="$(ctest --test-dir "$build_dir" -N | sed -n 's/^Total Tests: \([0-9]*\)$/\1/p')"
-if [[ -z "$count" || "$count" -eq 0 ]]; then
-    echo "test: ctest found no tests in $build_dir/" >&2
-    exit 1
+require_tests() {
+    local count
+    count="$(ctest --test-dir "$1" -N "${@:2}" | sed -n 's/^Total Tests: \([0-9]*\)$/\1/p')"
+    if [[ -z "$count" || "$count" -eq 0 ]]; then
+        echo "test: ctest found no tests in $1/" >&2
+        exit 1
+    fi
+}
+
+scripts/setup.sh "$build_dir" "${flags[@]}"
+require_tests "$build_dir"
+
+if [[ -n "$mode" ]]; then
+    exec ctest --test-dir "$build_dir" --output-on-failure -j2 --timeout 300
 fi
 
-exec ctest --test-dir "$build_dir" --output-on-failure -j2 --timeout 300
+status=0
+ctest --test-dir "$build_dir" --output-on-failure -j2 --timeout 300 || status=$?
+
+# libFuzzer needs clang and a tree of its own (fuzz/CMakeLists.txt); it runs
+# even when the main suite failed, so one run reports both.
+scripts/setup.sh build-fuzz -DFOREMAN_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14
+require_tests build-fuzz -LE fuzz-long
+ctest --test-dir build-fuzz --output-on-failure -j2 -LE fuzz-long || status=$?
+exit "$status"
