@@ -20,6 +20,7 @@ void usage(std::FILE* out) {
                "           server (s6-ipcserver), and foreman cold and warm; prints ratios\n"
                "  tune     sweeps lease_ttl_ms and heartbeat settings under injected faults;\n"
                "           writes CSV and a PNG plot and recommends a setting\n"
+               "  fairness light users' wait on a shared pool, alone and next to a greedy user\n"
                "\n"
                "foreman-bench MODE --help describes each mode's options.\n",
                out);
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
         if (mode == "load") return foreman::bench::load_main(args);
         if (mode == "compare") return foreman::bench::compare_main(args);
         if (mode == "tune") return foreman::bench::tune_main(args);
+        if (mode == "fairness") return foreman::bench::fairness_main(args);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "foreman-bench %s: %s\n", mode.c_str(), e.what());
         return 1;

@@ -12,5 +12,7 @@ int load_main(const std::vector<std::string>& args);
 int compare_main(const std::vector<std::string>& args);
 /// `foreman-bench tune`: lease_ttl and heartbeat settings against injected faults.
 int tune_main(const std::vector<std::string>& args);
+/// `foreman-bench fairness`: light users' wait with and without a greedy user.
+int fairness_main(const std::vector<std::string>& args);
 
 } // namespace foreman::bench
