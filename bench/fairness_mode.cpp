@@ -126,6 +126,7 @@ int fairness_main(const std::vector<std::string>& args) {
     FairnessSettings s;
     double duration = 5, hold_ms = 2;
     std::uint64_t think_ms = 0;
+    int rounds = 1;
     desc.add_options()
         ("help,h", "this text")
         ("workers", po::value(&s.workers)->default_value(3), "workers in the pool")
@@ -136,6 +137,9 @@ int fairness_main(const std::vector<std::string>& args) {
         ("think-ms", po::value(&think_ms)->default_value(0), "pause of each light user between its leases")
         ("duration,d", po::value(&duration)->default_value(5), "seconds the light users run, per run")
         ("wait-ms", po::value(&s.wait_ms)->default_value(60000), "LEASE wait_ms=")
+        ("rounds", po::value(&rounds)->default_value(1),
+         "repeat both runs this many times, in turns, and merge (a slow phase of a shared\n"
+         "machine then hits both alike)")
         ("quick", "a short run (0.5 s per run), for the test suite");
     po::variables_map vm;
     po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -148,17 +152,27 @@ int fairness_main(const std::vector<std::string>& args) {
     if (s.workers < 1 || s.light < 1) throw std::invalid_argument("--workers and --light must be at least 1");
     if (s.greedy_leases <= s.workers)
         throw std::invalid_argument("--greedy-leases must exceed --workers, or the greedy user queues nothing");
+    if (rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
     if (hold_ms < 0 || duration <= 0) throw std::invalid_argument("--hold-ms must be >= 0 and --duration > 0");
     s.hold = std::chrono::microseconds(static_cast<long>(hold_ms * 1000));
     s.think = std::chrono::milliseconds(think_ms);
     s.duration = std::chrono::milliseconds(static_cast<long>(duration * 1000));
 
-    std::vector<NamedResult> rows = run_setting(s, false);
-    for (auto& row : run_setting(s, true)) rows.push_back(std::move(row));
+    // Rows: light alone, light + greedy, greedy; rounds taken in turns, merged.
+    std::vector<NamedResult> rows;
+    for (int round = 0; round < rounds; ++round) {
+        std::vector<NamedResult> these = run_setting(s, false);
+        for (auto& row : run_setting(s, true)) these.push_back(std::move(row));
+        for (std::size_t i = 0; i < these.size(); ++i) {
+            if (round == 0) rows.push_back(std::move(these[i]));
+            else rows[i].result.merge(these[i].result);
+        }
+    }
 
     std::printf("foreman-bench fairness: %d workers, %d light users, greedy user with %d LEASEs, hold %.1f ms, "
-                "think %llu ms, %.1f s per run\n\n",
-                s.workers, s.light, s.greedy_leases, hold_ms, static_cast<unsigned long long>(think_ms), duration);
+                "think %llu ms, %.1f s per run, %d round(s)\n\n",
+                s.workers, s.light, s.greedy_leases, hold_ms, static_cast<unsigned long long>(think_ms), duration,
+                rounds);
     print_table(stdout, rows);
     const Histogram& alone = rows[0].result.lease_wait;
     const Histogram& shared = rows[1].result.lease_wait;

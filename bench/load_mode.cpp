@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <stdexcept>
@@ -47,6 +48,19 @@ std::string format_number(double x) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%g", x);
     return buf;
+}
+
+/// Adds a later round of the same setting to `into`: counts and CPU add up,
+/// memory is the most seen.
+void merge_rows(NamedResult& into, const NamedResult& more) {
+    into.result.merge(more.result);
+    for (auto& [key, value] : more.extra) {
+        double& mine = into.extra[key];
+        if (key == "broker_rss_mib") mine = std::max(mine, value);
+        else if (key == "spawns" || key == "broker_cpu_s") mine += value;
+    }
+    if (into.extra.count("broker_cpu_s") && into.result.seconds > 0)
+        into.extra["broker_cpu_pct"] = 100.0 * into.extra["broker_cpu_s"] / into.result.seconds;
 }
 
 /// Hit rate, warm-ups, and first-answer latency split by hit and miss.
@@ -96,7 +110,7 @@ int load_main(const std::vector<std::string>& args) {
                                  "Without --socket it starts foreman with a pool 'echo' of foreman-echo workers.\n\n"
                                  "Options");
     int clients = 1, workers = 4, max_requests = 0, idle_clients = 0, holders = 0, heartbeat_ms = 0, threads = 0;
-    int users = 0, remember = 1;
+    int users = 0, remember = 1, rounds = 1;
     double duration = 10, zipf_s = 1.0;
     std::uint64_t count = 0, think_ms = 0, payload = 64, seed = 1, hold_us = 0;
     std::int64_t warmup_us = -1;
@@ -127,6 +141,9 @@ int load_main(const std::vector<std::string>& args) {
                         "cannot prefer the worker that last served the user")
         ("compare-affinity", "with --users: two rows, user= sent and withheld (--no-affinity), each\n"
                              "against a fresh broker when one is started")
+        ("rounds", po::value(&rounds)->default_value(1),
+         "run each row this many times, rows taken in turns, and merge (a slow phase of a\n"
+         "shared machine then hits every row alike); --duration is per round")
         ("ttl-ms", po::value(&ttl_ms), "LEASE ttl_ms=")
         ("wait-ms", po::value(&wait_ms), "LEASE wait_ms=")
         ("socket", po::value(&socket), "attach to the broker at this control socket instead of starting one")
@@ -158,6 +175,7 @@ int load_main(const std::vector<std::string>& args) {
     if (users > 0 && !user.empty()) throw std::invalid_argument("--user and --users exclude each other");
     if (greet && warmup_us < 0) throw std::invalid_argument("--warmup-us must be at least 0");
     if (remember < 1) throw std::invalid_argument("--remember must be at least 1");
+    if (rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
 
     // One row: a fresh broker when none is given, the load, its figures.
     auto run_row = [&](const std::string& label, bool tell_broker) {
@@ -231,20 +249,27 @@ int load_main(const std::vector<std::string>& args) {
         }
         if (holders > 0) row.extra["held_leases"] = holders;
         if (idle) row.extra["idle_clients"] = static_cast<double>(idle->size());
-        if (users > 0) add_affinity_figures(row, greet);
         return row;
     };
 
     std::string label = "load " + protocol + " x" + std::to_string(clients);
     if (users > 0) label += " users=" + std::to_string(users) + " zipf=" + format_number(zipf_s);
-    std::vector<NamedResult> rows;
+    std::vector<std::pair<std::string, bool>> settings; // label, user= sent
     if (vm.count("compare-affinity")) {
-        rows.push_back(run_row(label + " affinity", true));
-        rows.push_back(run_row(label + " no-affinity", false));
+        settings = {{label + " affinity", true}, {label + " no-affinity", false}};
     } else {
         bool tell = vm.count("no-affinity") == 0;
-        rows.push_back(run_row(users > 0 ? label + (tell ? " affinity" : " no-affinity") : label, tell));
+        settings = {{users > 0 ? label + (tell ? " affinity" : " no-affinity") : label, tell}};
     }
+    std::vector<NamedResult> rows;
+    for (int round = 0; round < rounds; ++round)
+        for (std::size_t i = 0; i < settings.size(); ++i) {
+            NamedResult row = run_row(settings[i].first, settings[i].second);
+            if (round == 0) rows.push_back(std::move(row));
+            else merge_rows(rows[i], row);
+        }
+    if (users > 0)
+        for (auto& row : rows) add_affinity_figures(row, greet);
     if (vm.count("json")) std::cout << to_json(rows);
     else if (vm.count("csv")) std::cout << to_csv(rows);
     else {

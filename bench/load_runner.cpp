@@ -33,6 +33,20 @@ double LoadResult::hit_percent() const {
     return leases > 0 ? 100.0 * static_cast<double>(affinity_hits) / static_cast<double>(leases) : 0;
 }
 
+void LoadResult::merge(const LoadResult& other) {
+    lease_wait.merge(other.lease_wait);
+    cycle.merge(other.cycle);
+    cycles += other.cycles;
+    seconds += other.seconds;
+    expiries += other.expiries;
+    for (auto& [code, n] : other.errors) errors[code] += n;
+    affinity_hits += other.affinity_hits;
+    affinity_misses += other.affinity_misses;
+    first_answer_hit.merge(other.first_answer_hit);
+    first_answer_miss.merge(other.first_answer_miss);
+    cold += other.cold;
+}
+
 namespace {
 
 std::uint64_t ns_since(Clock::time_point t0) {

@@ -82,6 +82,8 @@ struct LoadResult {
     std::uint64_t error_count() const;
     /// Affinity hits among the leases with a user, in percent (0 when none).
     double hit_percent() const;
+    /// Adds another run's counts, histograms and seconds (runs taken in turns).
+    void merge(const LoadResult& other);
 };
 
 /// Writes `out` to `fd` and reads as many bytes back; true when they match.
