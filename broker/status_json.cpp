@@ -22,6 +22,15 @@ std::string status_json(const lease::Snapshot& s) {
             if (w.lease) o["lease"] = w.lease->id;
             workers.push_back(std::move(o));
         }
+        json::array users;
+        for (const auto& u : p.users) {
+            json::object o;
+            o["user"] = u.user;
+            o["leases"] = u.leases;
+            o["waiting"] = u.waiting;
+            if (p.limits.per_user) o["workers"] = u.workers;
+            users.push_back(std::move(o));
+        }
         json::object po;
         po["protocol"] = p.protocol;
         po["queued"] = p.queued;
@@ -30,6 +39,7 @@ std::string status_json(const lease::Snapshot& s) {
         po["workers_started"] = p.workers_started;
         po["spawn_failures"] = p.spawn_failures;
         po["workers"] = std::move(workers);
+        po["users"] = std::move(users);
         pools.push_back(std::move(po));
     }
     json::object root;

@@ -153,6 +153,17 @@ void print_status(const json::value& status) {
                   << ", leases granted " << text_of(field(*pool, "leases_granted")) << ", workers " << count;
         if (const auto* d = field(*pool, "draining"); d && d->is_bool() && d->get_bool()) std::cout << ", draining";
         std::cout << "\n";
+        if (const auto* users = field(*pool, "users"); users && users->is_array() && !users->get_array().empty()) {
+            // Per-user lease counts: who holds and awaits this pool's workers.
+            std::vector<std::vector<std::string>> rows{{"USER", "LEASES", "WAITING", "WORKERS"}};
+            for (const auto& uv : users->get_array()) {
+                const auto* u = uv.if_object();
+                if (!u) continue;
+                rows.push_back({text_of(field(*u, "user")), text_of(field(*u, "leases")),
+                                text_of(field(*u, "waiting")), text_of(field(*u, "workers"))});
+            }
+            print_table(rows);
+        }
         if (count == 0) continue;
         std::vector<std::vector<std::string>> rows{{"ID", "PID", "STATE", "REQUESTS", "USER", "LEASE", "STATUS"}};
         for (const auto& wv : workers->get_array()) {

@@ -83,7 +83,8 @@ struct Request {
     Pool* pool;
     Timer wait_timer{DeadlineKind::request_wait, this};
     Millis wait;
-    Hook queue_hook;
+    Hook queue_hook;  ///< its pool's queue, oldest first
+    Hook user_hook;   ///< its user's waiting requests in the pool, oldest first
     Hook client_hook;
 };
 
@@ -91,15 +92,20 @@ using WorkerList = List<Worker, &Worker::pool_hook>;
 using IdleList = List<Worker, &Worker::idle_hook>;
 using UserIdleList = List<Worker, &Worker::user_idle_hook>;
 using RequestQueue = List<Request, &Request::queue_hook>;
+using UserQueue = List<Request, &Request::user_hook>;
 
-/// Per user and pool: what max_instances_per_user and max_leases_per_user count.
+/// Per user and pool: what max_instances_per_user and max_leases_per_user
+/// count, and the user's place in the pool's round of waiting users.
 struct UserCount {
     std::uint32_t workers = 0; ///< per_user pools: workers serving the user
     std::uint32_t pending = 0; ///< per_user pools: of those, starting or finishing
     std::uint32_t leases = 0;  ///< live leases the user holds
     std::uint32_t waiting = 0; ///< LEASEs of the user waiting in the queue
+    UserQueue queue;           ///< those LEASEs, oldest first
+    Hook round_hook;           ///< in its pool's round while it has waiting LEASEs
     bool empty() const { return workers == 0 && pending == 0 && leases == 0 && waiting == 0; }
 };
+using UserRound = List<UserCount, &UserCount::round_hook>;
 
 struct Pool {
     std::string name;
@@ -109,6 +115,12 @@ struct Pool {
     IdleList idle;
     std::unordered_map<std::string, UserIdleList> idle_by_user;
     RequestQueue queue;
+    /// Users with waiting LEASEs, the next to be served first: a freed worker
+    /// goes to the oldest LEASE of the user at the front, who then moves to
+    /// the back, so one user with many waiting LEASEs cannot starve the rest
+    /// (FIFO within one user, and FIFO overall while users wait one LEASE
+    /// each). Declared before `users`, whose entries unlink themselves.
+    UserRound round;
     std::unordered_map<std::string, UserCount> users;
     std::size_t total = 0;    ///< every state
     std::size_t pending = 0;  ///< starting + finishing: supply on its way
@@ -311,13 +323,31 @@ struct Engine::Impl {
             retire(w, now, out);
             return;
         }
-        for (Request& r : p.queue) {
-            if (p.limits.per_user && r.terms.user != w.user) continue;
-            grant_waiting(r, w, now, out);
+        if (Request* r = next_waiting(p, w)) {
+            grant_waiting(*r, w, now, out);
             return;
         }
         if (p.limits.max_idletime.count() > 0)
             deadlines.arm(w.idle_timer, now + p.limits.max_idletime);
+    }
+
+    /// The waiting LEASE an available `w` serves next, if any: in a per_user
+    /// pool its user's oldest; else the oldest of the user whose turn it is,
+    /// who then goes to the back of the round.
+    Request* next_waiting(Pool& p, Worker& w) {
+        if (p.limits.per_user) {
+            auto it = p.users.find(w.user);
+            if (it == p.users.end() || it->second.queue.empty()) return nullptr;
+            return &it->second.queue.front();
+        }
+        if (p.round.empty()) return nullptr;
+        UserCount* turn = &p.round.front();
+        Request& r = turn->queue.front();
+        if (turn->waiting > 1) {
+            turn->round_hook.unlink();
+            p.round.push_back(*turn);
+        }
+        return &r;
     }
 
     void remove_worker(Worker& w, TimePoint now) {
@@ -395,7 +425,9 @@ struct Engine::Impl {
     }
 
     void grant_waiting(Request& r, Worker& w, TimePoint now, Decisions& out) {
-        LeaseTerms terms = std::move(r.terms);
+        // A copy: drop_request still reads the user (a moved-from one once
+        // left the user's waiting count too high for max_leases_per_user).
+        LeaseTerms terms = r.terms;
         drop_request(r);
         grant(terms, w, now, out);
     }
@@ -404,7 +436,10 @@ struct Engine::Impl {
         Pool& p = *r.pool;
         --p.queued;
         --queued_total;
-        --user_count(p, r.terms.user).waiting;
+        UserCount& u = user_count(p, r.terms.user);
+        --u.waiting;
+        r.user_hook.unlink();
+        if (u.queue.empty() && u.round_hook.is_linked()) u.round_hook.unlink();
         drop_if_empty(p, r.terms.user);
         requests.erase(r.terms.ticket); // unlinks its queue, client and timer hooks
     }
@@ -756,7 +791,10 @@ void Engine::request_lease(TimePoint now, const LeaseRequest& rq, Decisions& out
     m.clients[rq.client].requests.push_back(r);
     ++p.queued;
     ++m.queued_total;
-    ++m.user_count(p, r.terms.user).waiting;
+    UserCount& u = m.user_count(p, r.terms.user);
+    ++u.waiting;
+    if (u.queue.empty()) p.round.push_back(u);
+    u.queue.push_back(r);
     m.requests.emplace(rq.ticket, std::move(owned));
     m.pump(p, now, out);
 }
@@ -953,7 +991,7 @@ Snapshot Engine::snapshot(TimePoint) const {
     Snapshot s{m.total, m.options.max_workers, m.shutting_down, {}};
     for (auto& p : m.pools) {
         PoolView pv{p->name, p->limits, p->draining, p->queued, p->leases_granted, p->workers_started,
-                    p->failures, p->backoff_until, p->last_spawn_error, {}};
+                    p->failures, p->backoff_until, p->last_spawn_error, {}, {}};
         for (const Worker& w : p->workers) {
             WorkerView wv{w.id, w.pid, w.state, w.requests, w.max_requests, w.user, w.status,
                           w.started_at, std::nullopt};
@@ -962,6 +1000,11 @@ Snapshot Engine::snapshot(TimePoint) const {
                                      l->granted_at, l->ttl_timer.at()};
             pv.workers.push_back(std::move(wv));
         }
+        for (const auto& [user, c] : p->users)
+            if (c.leases != 0 || c.waiting != 0 || c.workers != 0)
+                pv.users.push_back(UserView{user, c.leases, c.waiting, c.workers});
+        std::sort(pv.users.begin(), pv.users.end(),
+                  [](const UserView& a, const UserView& b) { return a.user < b.user; });
         s.pools.push_back(std::move(pv));
     }
     return s;

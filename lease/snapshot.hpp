@@ -35,6 +35,15 @@ struct WorkerView {
     std::optional<LeaseView> lease;
 };
 
+/// One user's share of a pool: what max_leases_per_user and
+/// max_instances_per_user count. Users with nothing in the pool are absent.
+struct UserView {
+    std::string user;        ///< "" for LEASEs that named no user
+    std::uint32_t leases;    ///< live leases
+    std::uint32_t waiting;   ///< LEASEs waiting in the queue
+    std::uint32_t workers;   ///< per_user pools: workers serving the user
+};
+
 struct PoolView {
     std::string protocol;
     PoolLimits limits;
@@ -46,6 +55,7 @@ struct PoolView {
     std::optional<TimePoint> backoff_until;
     std::string last_spawn_error;
     std::vector<WorkerView> workers;
+    std::vector<UserView> users; ///< sorted by user
 };
 
 struct Snapshot {

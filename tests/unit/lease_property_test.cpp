@@ -290,6 +290,25 @@ private:
                 REQUIRE(it != leases_.end());
                 REQUIRE(w.lease->expires_at == it->second.last_renewal + it->second.ttl);
             }
+            // The per-user counts add up to the pool's, and stay in bounds.
+            std::size_t leased = 0, waiting = 0;
+            std::map<std::string, std::uint32_t> workers_of;
+            for (auto& w : p.workers) {
+                if (w.lease) ++leased;
+                if (lim.per_user) ++workers_of[w.user];
+            }
+            for (auto& u : p.users) {
+                INFO("pool " << p.protocol << " user '" << u.user << "'");
+                leased -= u.leases;
+                waiting += u.waiting;
+                if (lim.max_leases_per_user != 0) REQUIRE(u.leases + u.waiting <= lim.max_leases_per_user);
+                if (lim.per_user) {
+                    REQUIRE(u.workers == workers_of[u.user]);
+                    REQUIRE(u.workers <= lim.max_instances_per_user);
+                }
+            }
+            REQUIRE(leased == 0);
+            REQUIRE(waiting == p.queued);
         }
         REQUIRE(total == s.workers_total);
         REQUIRE(total <= max_workers_);
