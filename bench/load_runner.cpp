@@ -220,6 +220,7 @@ private:
             } catch (const client::Error& e) {
                 if (e.kind() != client::Error::Kind::refused) throw;
                 failed(t, std::string(protocol::to_string(e.code())));
+                if (o_.refused_pause.count() > 0) std::this_thread::sleep_for(o_.refused_pause);
                 continue;
             }
             t.lease_wait.record(ns_since(t0));

@@ -52,6 +52,7 @@ struct LoadOptions {
     std::size_t payload = 64;          ///< bytes echoed per cycle
     std::chrono::microseconds think{0}; ///< pause between a client's cycles
     std::chrono::microseconds hold{0};  ///< a lease is held this long after its echo (simulated work)
+    std::chrono::microseconds refused_pause{0}; ///< pause after a refused LEASE (a client backing off)
     UserChoice user_choice;            ///< lease cycles: the user of each cycle
     /// Lease cycles with a user: the worker connection begins with
     /// "@user NAME\n", answered "@user warm|cold\n" (foreman-echo --warmup-us).
