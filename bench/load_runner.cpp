@@ -12,7 +12,6 @@
 #include <optional>
 #include <random>
 #include <stdexcept>
-#include <string_view>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
@@ -89,19 +88,19 @@ struct ClientTally {
 
 /// Sends "@user NAME\n" on a worker connection and reads its answer line:
 /// true for "@user cold\n", false for "@user warm\n", nullopt otherwise.
+/// It reads up to the newline, not a fixed size, so a worker without
+/// --warmup-us (which echoes the line back) is an error, not a hang.
 std::optional<bool> greet(int fd, const std::string& line) {
     if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return std::nullopt;
-    constexpr std::string_view warm = "@user warm\n", cold = "@user cold\n";
-    char answer[warm.size()];
-    std::size_t got = 0;
-    while (got < sizeof answer) {
-        ssize_t n = ::read(fd, answer + got, sizeof answer - got);
+    std::string answer;
+    char buf[512];
+    while (answer.find('\n') == std::string::npos && answer.size() <= line.size() + 16) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
         if (n <= 0) return std::nullopt;
-        got += static_cast<std::size_t>(n);
+        answer.append(buf, static_cast<std::size_t>(n));
     }
-    std::string_view a(answer, sizeof answer);
-    if (a == cold) return true;
-    if (a == warm) return false;
+    if (answer == "@user cold\n") return true;
+    if (answer == "@user warm\n") return false;
     return std::nullopt;
 }
 
