@@ -22,6 +22,7 @@ void usage(std::FILE* out) {
                "           writes CSV and a PNG plot and recommends a setting\n"
                "  soak     a million lease cycles from 64 clients with faults injected; then checks\n"
                "           the broker's descriptors, memory, zombies and leases are back where they were\n"
+               "  fairness light users' wait on a shared pool, alone and next to a greedy user\n"
                "\n"
                "foreman-bench MODE --help describes each mode's options.\n",
                out);
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
         if (mode == "compare") return foreman::bench::compare_main(args);
         if (mode == "tune") return foreman::bench::tune_main(args);
         if (mode == "soak") return foreman::bench::soak_main(args);
+        if (mode == "fairness") return foreman::bench::fairness_main(args);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "foreman-bench %s: %s\n", mode.c_str(), e.what());
         return 1;

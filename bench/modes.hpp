@@ -14,5 +14,7 @@ int compare_main(const std::vector<std::string>& args);
 int tune_main(const std::vector<std::string>& args);
 /// `foreman-bench soak`: a million lease cycles with faults; checks the broker leaks nothing.
 int soak_main(const std::vector<std::string>& args);
+/// `foreman-bench fairness`: light users' wait with and without a greedy user.
+int fairness_main(const std::vector<std::string>& args);
 
 } // namespace foreman::bench

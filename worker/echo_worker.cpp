@@ -1,9 +1,11 @@
 // foreman-echo: the example worker. It echoes every byte of one connection at
 // a time back to its sender, and speaks notify protocol "foreman": READY=1
 // when listening and again after each connection ends (that ends the lease),
-// WATCHDOG=1 while serving. See docs/echo-worker.md.
+// WATCHDOG=1 while serving. With --warmup-us it also simulates per-user
+// state: a connection may name its user first ("@user NAME"), and the first
+// answer to a user it does not remember is delayed. See docs/echo-worker.md.
 //
-// Usage: foreman-echo [SOCKET]
+// Usage: foreman-echo [OPTIONS] [SOCKET]
 //   With socket activation (LISTEN_FDS=1, LISTEN_PID=<pid>) it serves fd 3.
 //   Otherwise it binds SOCKET, or $FOREMAN_SOCKET, itself (listen=path).
 
@@ -18,10 +20,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <list>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include <poll.h>
@@ -205,22 +210,118 @@ bool termination_requested(int sig_fd) {
     return any;
 }
 
+/// The users whose state this worker holds, least recently served first
+/// dropped: a worker keeps per-user state (a cache, a session) for a few
+/// users only, so a pool whose workers cycle through many users keeps paying
+/// warm-ups unless each user comes back to a worker that still holds it.
+class user_memory {
+public:
+    explicit user_memory(std::size_t capacity) : capacity_(capacity) {}
+
+    /// Whether `user` was held (it is now the most recently served), else
+    /// it is taken in, dropping the least recently served beyond capacity.
+    bool serve(const std::string& user) {
+        if (auto it = where_.find(user); it != where_.end()) {
+            order_.splice(order_.begin(), order_, it->second);
+            return true;
+        }
+        order_.push_front(user);
+        where_.emplace(user, order_.begin());
+        if (order_.size() > capacity_) {
+            where_.erase(order_.back());
+            order_.pop_back();
+        }
+        return false;
+    }
+
+private:
+    std::size_t capacity_;
+    std::list<std::string> order_; ///< most recently served first
+    std::unordered_map<std::string, std::list<std::string>::iterator> where_;
+};
+
+/// --warmup-us: what a connection costs when its user is not remembered.
+struct warmup_policy {
+    std::chrono::microseconds cost{0};
+    user_memory users;
+    std::string default_user; ///< $FOREMAN_USER (per_user pools): used without an @user line
+};
+
+constexpr std::string_view user_line_prefix = "@user ";
+constexpr std::size_t max_user_name = 256;
+constexpr std::string_view warm_answer = "@user warm\n";
+constexpr std::string_view cold_answer = "@user cold\n";
+
+/// The first bytes of a connection, when they may be an @user line.
+struct greeting {
+    enum class kind { need_more, none, user, bad };
+    kind what = kind::need_more;
+    std::string user;         ///< kind::user: the name
+    std::size_t consumed = 0; ///< kind::user: bytes of the line, newline included
+};
+
+/// Classifies `bytes`, the start of a connection: an "@user NAME\n" line,
+/// bytes that cannot begin one (plain echo), or too few bytes to tell.
+/// A client that sends no @user line is answered as soon as its bytes
+/// differ from the prefix, so plain echo clients never wait on this.
+greeting parse_greeting(std::string_view bytes, bool eof) {
+    std::size_t common = std::min(bytes.size(), user_line_prefix.size());
+    if (bytes.substr(0, common) != user_line_prefix.substr(0, common)) return {greeting::kind::none, {}, 0};
+    if (bytes.size() < user_line_prefix.size()) return {eof ? greeting::kind::none : greeting::kind::need_more, {}, 0};
+    std::size_t nl = bytes.find('\n');
+    if (nl == std::string_view::npos) {
+        if (eof || bytes.size() > user_line_prefix.size() + max_user_name) return {greeting::kind::bad, {}, 0};
+        return {greeting::kind::need_more, {}, 0};
+    }
+    std::string_view name = bytes.substr(user_line_prefix.size(), nl - user_line_prefix.size());
+    bool printable = std::all_of(name.begin(), name.end(), [](char c) { return c > ' ' && c != 127; });
+    if (name.empty() || name.size() > max_user_name || !printable) return {greeting::kind::bad, {}, 0};
+    return {greeting::kind::user, std::string(name), nl + 1};
+}
+
+/// The simulated warm-up: a sleep (ppoll on the signalfd, so SIGTERM still
+/// ends it at once, with heartbeats kept up), not a CPU burn: it stands for
+/// loading a user's state from elsewhere, and on a small shared machine a
+/// burn would also slow the broker and the other workers, mixing CPU
+/// contention into what affinity saves. False when SIGTERM/SIGINT came first.
+bool warm_up(std::chrono::microseconds cost, int sig_fd, watchdog& dog) {
+    auto deadline = clock_type::now() + cost;
+    for (;;) {
+        auto now = clock_type::now();
+        if (now >= deadline) return true;
+        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+        int beat_ms = dog.beat_if_due();
+        if (beat_ms >= 0) left = std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(beat_ms));
+        timespec ts{static_cast<time_t>(left.count() / 1000000000), static_cast<long>(left.count() % 1000000000)};
+        pollfd fd{sig_fd, POLLIN, 0};
+        int r = ::ppoll(&fd, 1, &ts, nullptr);
+        if (r < 0 && errno != EINTR) fail_errno("ppoll");
+        if (r > 0 && termination_requested(sig_fd)) return false;
+    }
+}
+
 /// Echoes `conn` until the peer's EOF (after the echoed bytes are flushed),
-/// an error on the connection, or a termination signal.
-outcome serve(int conn, int sig_fd, watchdog& dog) {
+/// an error on the connection, or a termination signal. With `warmup`, the
+/// connection's first bytes are looked at first (parse_greeting): an @user
+/// line is answered "@user warm" or "@user cold" instead of echoed, and a
+/// user not remembered costs the warm-up before the first answer.
+outcome serve(int conn, int sig_fd, watchdog& dog, warmup_policy* warmup) {
     std::array<char, 64 * 1024> buf{};
     std::size_t pending = 0; // bytes read but not yet written back
     std::size_t sent = 0;    // of those, already written
     bool peer_eof = false;
+    bool greeting_open = warmup != nullptr; // still reading the first bytes
 
     dog.beat();
     for (;;) {
         if (peer_eof && pending == 0) return outcome::connection_ended;
 
-        // Read only when the buffer is empty: a client that stops reading
-        // stops being read (backpressure) but still gets heartbeats.
+        // Read only when the buffer is empty (or a greeting is incomplete): a
+        // client that stops reading stops being read (backpressure) but still
+        // gets heartbeats.
+        bool writing = pending > 0 && !greeting_open;
         std::array<pollfd, 2> fds{{
-            {conn, static_cast<short>(pending > 0 ? POLLOUT : POLLIN), 0},
+            {conn, static_cast<short>(writing ? POLLOUT : POLLIN), 0},
             {sig_fd, POLLIN, 0},
         }};
         int timeout = dog.beat_if_due();
@@ -232,7 +333,7 @@ outcome serve(int conn, int sig_fd, watchdog& dog) {
         if ((fds[1].revents & POLLIN) && termination_requested(sig_fd)) return outcome::terminate;
         if (fds[0].revents == 0) continue;
 
-        if (pending > 0) {
+        if (writing) {
             ssize_t n = ::send(conn, buf.data() + sent, pending - sent, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR) continue;
@@ -241,19 +342,41 @@ outcome serve(int conn, int sig_fd, watchdog& dog) {
             sent += static_cast<std::size_t>(n);
             if (sent == pending) pending = sent = 0;
         } else {
-            ssize_t n = ::recv(conn, buf.data(), buf.size(), 0);
+            // While the greeting is open, leave room for the answer that replaces it.
+            std::size_t room = buf.size() - pending - (greeting_open ? cold_answer.size() : 0);
+            ssize_t n = ::recv(conn, buf.data() + pending, room, 0);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR) continue;
                 return outcome::connection_ended;
             }
             if (n == 0) peer_eof = true;
-            pending = static_cast<std::size_t>(n);
+            pending += static_cast<std::size_t>(n);
+            if (!greeting_open) continue;
+            greeting g = parse_greeting(std::string_view(buf.data(), pending), peer_eof);
+            if (g.what == greeting::kind::need_more) continue;
+            greeting_open = false;
+            if (g.what == greeting::kind::bad) {
+                constexpr std::string_view refusal = "@error bad @user line\n";
+                [[maybe_unused]] ssize_t w = ::send(conn, refusal.data(), refusal.size(), MSG_NOSIGNAL);
+                return outcome::connection_ended;
+            }
+            const std::string& user = g.what == greeting::kind::user ? g.user : warmup->default_user;
+            // A connection closed before sending anything asks nothing: no warm-up.
+            bool warm = user.empty() || pending == 0 || warmup->users.serve(user);
+            if (!warm && !warm_up(warmup->cost, sig_fd, dog)) return outcome::terminate;
+            if (g.what == greeting::kind::user) {
+                // The answer takes the line's place; the bytes after it are echoed.
+                std::string_view answer = warm ? warm_answer : cold_answer;
+                std::memmove(buf.data() + answer.size(), buf.data() + g.consumed, pending - g.consumed);
+                std::memcpy(buf.data(), answer.data(), answer.size());
+                pending = pending - g.consumed + answer.size();
+            }
         }
     }
 }
 
 /// Accepts one connection at a time until SIGTERM/SIGINT.
-void run(int listen_fd, int sig_fd, watchdog& dog) {
+void run(int listen_fd, int sig_fd, watchdog& dog, warmup_policy* warmup) {
     notify("READY=1\nSTATUS=idle");
     for (;;) {
         std::array<pollfd, 2> fds{{{listen_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}}};
@@ -272,7 +395,7 @@ void run(int listen_fd, int sig_fd, watchdog& dog) {
             fail_errno("accept4");
         }
         notify("STATUS=serving");
-        outcome result = serve(conn.get(), sig_fd, dog);
+        outcome result = serve(conn.get(), sig_fd, dog, warmup);
         conn.close_now();
         if (result == outcome::terminate) break;
         // With notify=foreman this READY=1 tells the broker the lease is done.
@@ -305,16 +428,31 @@ private:
 } // namespace
 
 const char* const usage =
-    "usage: foreman-echo [--heartbeat-ms N] [--stdio] [SOCKET]\n"
+    "usage: foreman-echo [--heartbeat-ms N] [--warmup-us N [--remember N]] [--stdio] [SOCKET]\n"
     "Echoes each connection back to its sender. Serves fd 3 when socket-activated\n"
     "(LISTEN_FDS/LISTEN_PID; a connected fd 3, as systemd-socket-activate --accept\n"
     "passes, is served once), else binds SOCKET or $FOREMAN_SOCKET.\n"
     "  --stdio          serve the one connection on stdin/stdout (s6-ipcserver, inetd)\n"
-    "  --heartbeat-ms N WATCHDOG=1 every N ms while serving (default WATCHDOG_USEC/2)\n";
+    "  --heartbeat-ms N WATCHDOG=1 every N ms while serving (default WATCHDOG_USEC/2)\n"
+    "  --warmup-us N    simulate per-user state: a connection may begin with \"@user NAME\\n\"\n"
+    "                   (else the user is $FOREMAN_USER, if set); it is answered \"@user warm\\n\"\n"
+    "                   or, after sleeping N us for a user not remembered, \"@user cold\\n\"\n"
+    "  --remember N     users whose state is kept, least recently served dropped (default 64)\n";
+
+/// A positive (or, with `allow_zero`, non-negative) decimal argument, else nullopt.
+std::optional<long> count_arg(const char* text, bool allow_zero) {
+    char* end = nullptr;
+    errno = 0;
+    long n = std::strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || n < 0 || (n == 0 && !allow_zero)) return std::nullopt;
+    return n;
+}
 
 int main(int argc, char** argv) {
     std::optional<std::string> socket_arg;
     std::optional<std::chrono::milliseconds> heartbeat;
+    std::optional<std::chrono::microseconds> warmup_cost;
+    long remember = 64;
     bool stdio = false;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
@@ -324,14 +462,17 @@ int main(int argc, char** argv) {
         }
         if (a == "--stdio") {
             stdio = true;
-        } else if (a == "--heartbeat-ms" && i + 1 < argc) {
-            char* end = nullptr;
-            long ms = std::strtol(argv[++i], &end, 10);
-            if (*end != '\0' || ms <= 0) {
+        } else if ((a == "--heartbeat-ms" || a == "--warmup-us" || a == "--remember") && i + 1 < argc) {
+            auto n = count_arg(argv[++i], a == "--warmup-us");
+            if (!n) {
+                std::fprintf(stderr, "foreman-echo: %s needs a %s number, not '%s'\n", argv[i - 1],
+                             a == "--warmup-us" ? "non-negative" : "positive", argv[i]);
                 std::fputs(usage, stderr);
                 return 2;
             }
-            heartbeat = std::chrono::milliseconds(ms);
+            if (a == "--heartbeat-ms") heartbeat = std::chrono::milliseconds(*n);
+            else if (a == "--warmup-us") warmup_cost = std::chrono::microseconds(*n);
+            else remember = *n;
         } else if (!a.empty() && a[0] != '-' && !socket_arg) {
             socket_arg = std::string(a);
         } else {
@@ -342,19 +483,26 @@ int main(int argc, char** argv) {
     try {
         fd_guard sig_fd = termination_signals();
         watchdog dog(heartbeat);
+        std::optional<warmup_policy> warmup;
+        if (warmup_cost) {
+            const char* user = std::getenv("FOREMAN_USER");
+            warmup.emplace(warmup_policy{*warmup_cost, user_memory(static_cast<std::size_t>(remember)),
+                                         user != nullptr ? user : ""});
+        }
+        warmup_policy* policy = warmup ? &*warmup : nullptr;
         if (stdio) {
-            serve(STDIN_FILENO, sig_fd.get(), dog);
+            serve(STDIN_FILENO, sig_fd.get(), dog, policy);
             return 0;
         }
         std::optional<std::string> bound_path;
         bool connected = false;
         fd_guard listen_fd = listening_socket(socket_arg, bound_path, connected);
         if (connected) {
-            serve(listen_fd.get(), sig_fd.get(), dog);
+            serve(listen_fd.get(), sig_fd.get(), dog, policy);
             return 0;
         }
         bound_socket_file cleanup(std::move(bound_path));
-        run(listen_fd.get(), sig_fd.get(), dog);
+        run(listen_fd.get(), sig_fd.get(), dog, policy);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "foreman-echo: %s\n", e.what());
