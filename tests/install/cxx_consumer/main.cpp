@@ -1,9 +1,9 @@
 // Uses the installed C++ client (foreman::client) and C API (foreman::c):
 // leases an echo worker from the broker at argv[1], echoes a line through
-// it, releases; connecting to argv[2] (no broker there) must fail.
-#include <client/async_connection.hpp>
+// it, releases; connecting to argv[2] (no broker there) must fail. (Not
+// the Asio client: its headers would double this test's compile time.)
 #include <client/broker_address.hpp>
-#include <client/connection.hpp>
+#include <foreman/client/connection.hpp> // the same header as <client/connection.hpp>
 #include <foreman/foreman.h>
 
 #include <cstdio>
