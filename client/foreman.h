@@ -20,7 +20,8 @@
  *   are read by whichever call is reading and queued on the connection;
  *   take them with foreman_take_expired(). foreman_poll() reads them when no
  *   request is being made.
- * - Writing to a broker that hung up never raises SIGPIPE (MSG_NOSIGNAL).
+ * - Writing to a broker that hung up never raises SIGPIPE (MSG_NOSIGNAL);
+ *   writing to the worker descriptor is the caller's business.
  */
 #ifndef FOREMAN_FOREMAN_H
 #define FOREMAN_FOREMAN_H
@@ -105,8 +106,10 @@ void foreman_close(foreman_conn *conn);
  * detach:  nonzero: the lease outlives this connection (renew or release it
  *          from any connection of the same uid)
  * On success fills *grant (its fd is the caller's). On failure grant->fd is
- * -1 and nothing else is set. FAIL codes: UNKNOWN_PROTOCOL, BUSY, OVERLOADED, SPAWN_FAILED, DENIED,
- * BAD_REQUEST (e.g. ttl_ms out of range), SHUTTING_DOWN. */
+ * -1 and nothing else is set. FAIL codes: UNKNOWN_PROTOCOL, BUSY,
+ * OVERLOADED, SPAWN_FAILED, DENIED, BAD_REQUEST (e.g. ttl_ms out of range),
+ * SHUTTING_DOWN; INVALID (protocol NULL or empty, a tab or newline in a
+ * field, grant NULL) before anything is sent. */
 foreman_error foreman_lease(foreman_conn *conn, const char *protocol, const char *user, uint64_t ttl_ms,
                             int64_t wait_ms, int detach, foreman_grant *grant);
 
