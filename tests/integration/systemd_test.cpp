@@ -24,7 +24,6 @@
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -225,8 +224,9 @@ struct ServiceSpec {
     int listen_fd = -1; ///< becomes fd 3
 };
 
-/// A process started from a ServiceSpec, its stdout and stderr in files of
-/// `dir`. Killed and reaped at the end if the test has not reaped it.
+/// A process started from a ServiceSpec, stdin and stdout on /dev/null,
+/// stderr in a file of `dir`. Killed and reaped at the end if the test has
+/// not reaped it.
 class ServiceProcess {
 public:
     ServiceProcess(const std::string& dir, ServiceSpec spec) : stderr_path_(dir + "/foreman.stderr") {
@@ -249,10 +249,9 @@ public:
         for (std::size_t i = 0; i < spec.own_pid_vars.size(); ++i)
             pid_slots.push_back(env[first_slot + i].data() + spec.own_pid_vars[i].size() + 1);
 
-        int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        int out = ::open((dir + "/foreman.stdout").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int err = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        REQUIRE((in >= 0 && out >= 0 && err >= 0));
+        unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        unique_fd err(::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        REQUIRE((null && err));
         pid_ = ::fork();
         REQUIRE(pid_ >= 0);
         if (pid_ == 0) {
@@ -264,15 +263,12 @@ public:
             sigset_t none;
             sigemptyset(&none);
             ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(126);
+            if (::dup2(null.get(), 0) < 0 || ::dup2(null.get(), 1) < 0 || ::dup2(err.get(), 2) < 0) ::_exit(126);
             if (spec.listen_fd == 3) ::fcntl(3, F_SETFD, 0);
             else if (spec.listen_fd >= 0 && ::dup2(spec.listen_fd, 3) < 0) ::_exit(126);
             ::execve(argv[0], argv.data(), envp.data());
             ::_exit(127);
         }
-        ::close(in);
-        ::close(out);
-        ::close(err);
     }
 
     ~ServiceProcess() {
@@ -288,20 +284,12 @@ public:
     int pid() const { return pid_; }
     void signal(int sig) const { REQUIRE(::kill(pid_, sig) == 0); }
     std::string err() const { return read_file(stderr_path_); }
-    bool wait_stderr(const std::string& text) const {
-        return poll_until([&] { return err().find(text) != std::string::npos; });
-    }
 
     /// Its exit status (WEXITSTATUS, or 128 + signal) once it exits within
     /// `timeout` (a pidfd says when), else nothing.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout = patience) {
         if (!reaped_) {
-            int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-            REQUIRE(fd >= 0);
-            pollfd p{fd, POLLIN, 0};
-            int r = ::poll(&p, 1, static_cast<int>(timeout.count()));
-            ::close(fd);
-            if (r != 1) return std::nullopt;
+            if (!wait_pid_gone(pid_, timeout)) return std::nullopt;
             int status = 0;
             REQUIRE(::waitpid(pid_, &status, 0) == pid_);
             reaped_ = true;
@@ -318,16 +306,17 @@ private:
 };
 
 /// A test's folder: a config with one pool of foreman-echo workers, the
-/// runtime dir, the control socket and the notify socket systemd would own.
+/// runtime dir, the control socket, and the notify socket, where the test
+/// listens in systemd's place.
 struct Setup {
     TempDir tmp;
     std::string dir = tmp.path();
     std::string conf = dir + "/foreman.conf";
     std::string run = dir + "/run";
     std::string control = dir + "/control.sock";
-    int min_idle;
+    NotifyListener systemd{dir + "/notify"};
 
-    explicit Setup(int idle = 0) : min_idle(idle) {
+    explicit Setup(int min_idle = 0) {
         write_config("shutdown_grace_ms = 0\n" + echo_pool("echo", "min_idle = " + std::to_string(min_idle)));
     }
 
@@ -345,6 +334,12 @@ struct Setup {
     std::vector<std::string> foreman_argv() const {
         return {foreman_bin(), "--config", conf, "--runtime_dir=" + run, "--control_socket=" + control};
     }
+
+    /// foreman as systemd would start it with Type=notify, plus `env`.
+    ServiceSpec service(std::vector<std::string> env = {}) const {
+        env.push_back("NOTIFY_SOCKET=" + systemd.path());
+        return {foreman_argv(), env, {}, -1};
+    }
 };
 
 } // namespace
@@ -352,10 +347,9 @@ struct Setup {
 TEST_CASE("with NOTIFY_SOCKET foreman says READY=1 once its control socket answers, STOPPING=1 on SIGTERM",
           "[systemd]") {
     Setup s;
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(), {"NOTIFY_SOCKET=" + systemd.path()}, {}, -1});
+    ServiceProcess f(s.dir, s.service());
 
-    auto ready = systemd.wait_for("READY=1");
+    auto ready = s.systemd.wait_for("READY=1");
     INFO("stderr:\n" << f.err());
     REQUIRE(ready);
     CHECK(ready->pid == f.pid());
@@ -364,36 +358,35 @@ TEST_CASE("with NOTIFY_SOCKET foreman says READY=1 once its control socket answe
     auto status = control_status(s.control, 1s * sanitizer_slowdown);
     REQUIRE(status.is_object());
     CHECK(status.at("pools").as_array().at(0).at("protocol").as_string() == "echo");
-    CHECK(systemd.seen().size() == 1); // nothing before READY=1
+    CHECK(s.systemd.seen().size() == 1); // nothing before READY=1
 
     f.signal(SIGTERM);
-    auto stopping = systemd.wait_for("STOPPING=1");
+    auto stopping = s.systemd.wait_for("STOPPING=1");
     REQUIRE(stopping);
     CHECK(stopping->pid == f.pid());
     CHECK_THAT(stopping->text, Catch::Contains("STATUS=stopping: no new leases"));
     CHECK(f.wait_exit() == 0);
-    CHECK(systemd.count("WATCHDOG=1") == 0); // WATCHDOG_USEC was not set
+    CHECK(s.systemd.count("WATCHDOG=1") == 0); // WATCHDOG_USEC was not set
 }
 
 TEST_CASE("SIGHUP under NOTIFY_SOCKET: RELOADING=1, then READY=1 with the outcome, also for a bad file",
           "[systemd]") {
     Setup s;
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(), {"NOTIFY_SOCKET=" + systemd.path()}, {}, -1});
-    REQUIRE(systemd.wait_for("READY=1"));
+    ServiceProcess f(s.dir, s.service());
+    REQUIRE(s.systemd.wait_for("READY=1"));
 
     f.signal(SIGHUP);
-    auto reloading = systemd.wait_for("RELOADING=1");
+    auto reloading = s.systemd.wait_for("RELOADING=1");
     REQUIRE(reloading);
     CHECK_THAT(reloading->text, Catch::Contains("MONOTONIC_USEC="));
-    auto reloaded = systemd.wait_for("READY=1");
+    auto reloaded = s.systemd.wait_for("READY=1");
     REQUIRE(reloaded);
     CHECK(has_line(reloaded->text, "STATUS=SIGHUP: reloaded " + s.conf));
 
     s.write_config("bogus_key = 1\n");
     f.signal(SIGHUP);
-    REQUIRE(systemd.wait_for("RELOADING=1"));
-    auto refused = systemd.wait_for("READY=1");
+    REQUIRE(s.systemd.wait_for("RELOADING=1"));
+    auto refused = s.systemd.wait_for("READY=1");
     REQUIRE(refused);
     CHECK_THAT(refused->text, Catch::Contains("the old configuration stays in force"));
 
@@ -403,15 +396,14 @@ TEST_CASE("SIGHUP under NOTIFY_SOCKET: RELOADING=1, then READY=1 with the outcom
 
 TEST_CASE("with WATCHDOG_USEC foreman sends WATCHDOG=1 every half of it", "[systemd]") {
     Setup s;
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceSpec spec{s.foreman_argv(), {"NOTIFY_SOCKET=" + systemd.path(), "WATCHDOG_USEC=200000"}, {}, -1};
+    ServiceSpec spec = s.service({"WATCHDOG_USEC=200000"});
     SECTION("WATCHDOG_PID unset") {}
     SECTION("WATCHDOG_PID its own pid") { spec.own_pid_vars.push_back("WATCHDOG_PID"); }
     ServiceProcess f(s.dir, spec);
 
     std::vector<NotifyListener::Message> pings;
     for (int i = 0; i < 4; ++i) {
-        auto ping = systemd.wait_for("WATCHDOG=1");
+        auto ping = s.systemd.wait_for("WATCHDOG=1");
         INFO("stderr:\n" << f.err());
         REQUIRE(ping);
         CHECK(ping->pid == f.pid());
@@ -422,7 +414,7 @@ TEST_CASE("with WATCHDOG_USEC foreman sends WATCHDOG=1 every half of it", "[syst
     auto three = pings.back().at - pings.front().at;
     CHECK(three >= 250ms);
     CHECK(three < 300ms + patience);
-    CHECK(systemd.count("READY=1") == 1);
+    CHECK(s.systemd.count("READY=1") == 1);
     CHECK_THAT(f.err(), Catch::Contains("systemd watchdog: WATCHDOG=1 every 100 ms"));
 
     f.signal(SIGTERM);
@@ -431,18 +423,13 @@ TEST_CASE("with WATCHDOG_USEC foreman sends WATCHDOG=1 every half of it", "[syst
 
 TEST_CASE("a WATCHDOG_PID of another process means systemd watches that one: no WATCHDOG=1", "[systemd]") {
     Setup s;
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(),
-                             {"NOTIFY_SOCKET=" + systemd.path(), "WATCHDOG_USEC=20000",
-                              "WATCHDOG_PID=" + std::to_string(::getpid())},
-                             {},
-                             -1});
+    ServiceProcess f(s.dir, s.service({"WATCHDOG_USEC=20000", "WATCHDOG_PID=" + std::to_string(::getpid())}));
     // A watched foreman pings before it says READY=1 (and then every 10 ms).
-    REQUIRE(systemd.wait_for("READY=1"));
+    REQUIRE(s.systemd.wait_for("READY=1"));
     f.signal(SIGTERM);
-    REQUIRE(systemd.wait_for("STOPPING=1"));
+    REQUIRE(s.systemd.wait_for("STOPPING=1"));
     CHECK(f.wait_exit() == 0);
-    CHECK(systemd.count("WATCHDOG=1") == 0);
+    CHECK(s.systemd.count("WATCHDOG=1") == 0);
     CHECK_THAT(f.err(), !Catch::Contains("systemd watchdog"));
 }
 
@@ -451,12 +438,11 @@ TEST_CASE("a control socket passed with LISTEN_FDS=1 is served, kept at exit, an
     Setup s(1);
     unique_fd listener = listening_socket(s.control);
     const std::string listener_name = proc_name(listener.get());
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(),
-                             {"NOTIFY_SOCKET=" + systemd.path(), "LISTEN_FDS=1", "LISTEN_FDNAMES=foreman.socket"},
-                             {"LISTEN_PID"},
-                             listener.get()});
-    REQUIRE(systemd.wait_for("READY=1"));
+    ServiceSpec spec = s.service({"LISTEN_FDS=1", "LISTEN_FDNAMES=foreman.socket"});
+    spec.own_pid_vars = {"LISTEN_PID"};
+    spec.listen_fd = listener.get();
+    ServiceProcess f(s.dir, spec);
+    REQUIRE(s.systemd.wait_for("READY=1"));
     INFO("stderr:\n" << f.err());
     CHECK_THAT(f.err(), Catch::Contains("serving the control socket " + s.control + " passed by the service manager"));
 
@@ -483,7 +469,10 @@ TEST_CASE("a passed socket that listens elsewhere than control_socket stops fore
     Setup s;
     const std::string elsewhere = s.dir + "/elsewhere.sock";
     unique_fd listener = listening_socket(elsewhere);
-    ServiceProcess f(s.dir, {s.foreman_argv(), {"LISTEN_FDS=1"}, {"LISTEN_PID"}, listener.get()});
+    ServiceSpec spec = s.service({"LISTEN_FDS=1"});
+    spec.own_pid_vars = {"LISTEN_PID"};
+    spec.listen_fd = listener.get();
+    ServiceProcess f(s.dir, spec);
     CHECK(f.wait_exit() == 1);
     std::string err = f.err();
     INFO("stderr:\n" << err);
@@ -496,13 +485,10 @@ TEST_CASE("LISTEN_FDS meant for another pid is ignored: foreman binds control_so
     Setup s;
     const std::string elsewhere = s.dir + "/elsewhere.sock";
     unique_fd listener = listening_socket(elsewhere);
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(),
-                             {"NOTIFY_SOCKET=" + systemd.path(), "LISTEN_FDS=1",
-                              "LISTEN_PID=" + std::to_string(::getpid())},
-                             {},
-                             listener.get()});
-    REQUIRE(systemd.wait_for("READY=1"));
+    ServiceSpec spec = s.service({"LISTEN_FDS=1", "LISTEN_PID=" + std::to_string(::getpid())});
+    spec.listen_fd = listener.get();
+    ServiceProcess f(s.dir, spec);
+    REQUIRE(s.systemd.wait_for("READY=1"));
     INFO("stderr:\n" << f.err());
     CHECK(control_status(s.control).is_object());
     CHECK_THAT(f.err(), !Catch::Contains("passed by the service manager"));
@@ -519,17 +505,16 @@ TEST_CASE("under systemd-socket-activate foreman serves the first connection and
         return;
     }
     Setup s;
-    NotifyListener systemd(s.dir + "/notify");
-    std::vector<std::string> argv = {activate, "-l", s.control, "-E", "NOTIFY_SOCKET"};
-    for (const auto& a : s.foreman_argv()) argv.push_back(a);
-    ServiceProcess f(s.dir, {argv, {"NOTIFY_SOCKET=" + systemd.path()}, {}, -1});
+    ServiceSpec spec = s.service();
+    spec.argv.insert(spec.argv.begin(), {activate, "-l", s.control, "-E", "NOTIFY_SOCKET"});
+    ServiceProcess f(s.dir, spec);
     // It binds and listens, then execs foreman (same pid) once a connection
     // comes: connect until the socket listens.
     boost::json::value status;
     REQUIRE(poll_until([&] { return (status = control_status(s.control)).is_object(); }));
     INFO("stderr:\n" << f.err());
     CHECK(status.at("pools").as_array().at(0).at("protocol").as_string() == "echo");
-    auto ready = systemd.wait_for("READY=1");
+    auto ready = s.systemd.wait_for("READY=1");
     REQUIRE(ready);
     CHECK(ready->pid == f.pid());
     CHECK_THAT(f.err(), Catch::Contains("passed by the service manager"));
@@ -581,18 +566,17 @@ TEST_CASE("SIGHUP logs one line per pool added, changed or removed, and none for
           "[systemd][reload]") {
     Setup s;
     s.write_config(s.echo_pool("same") + s.echo_pool("tuned") + s.echo_pool("relaunched") + s.echo_pool("gone"));
-    NotifyListener systemd(s.dir + "/notify");
-    ServiceProcess f(s.dir, {s.foreman_argv(), {"NOTIFY_SOCKET=" + systemd.path()}, {}, -1});
-    REQUIRE(systemd.wait_for("READY=1"));
+    ServiceProcess f(s.dir, s.service());
+    REQUIRE(s.systemd.wait_for("READY=1"));
 
     s.write_config(s.echo_pool("same") + s.echo_pool("tuned", "max_requests = 7") +
                    s.echo_pool("relaunched", "args = --verbose") + s.echo_pool("new"));
     f.signal(SIGHUP);
-    REQUIRE(systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
+    REQUIRE(s.systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
     // The same file again: nothing to say about any pool.
     f.signal(SIGHUP);
-    REQUIRE(systemd.wait_for("RELOADING=1"));
-    REQUIRE(systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
+    REQUIRE(s.systemd.wait_for("RELOADING=1"));
+    REQUIRE(s.systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
     f.signal(SIGTERM);
     REQUIRE(f.wait_exit() == 0);
 
