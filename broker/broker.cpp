@@ -130,6 +130,7 @@ struct Broker::Impl {
     asio::steady_timer grace_timer;
 
     std::function<void()> observer; ///< set in the constructor, then only read
+    std::function<void(Lifecycle, const std::string&)> lifecycle; ///< likewise
 
     // Thread-safe on their own.
     std::unique_ptr<ControlServer> control;
@@ -476,13 +477,18 @@ struct Broker::Impl {
 
     // ---- stopping ----------------------------------------------------------------
 
+    void tell(Lifecycle step, const std::string& status) {
+        if (lifecycle) lifecycle(step, status);
+    }
+
     void begin_stop() {
+        std::string status;
         act([&](TimePoint now, lease::Decisions& out) {
             if (stopping) return;
             stopping = true;
-            log_info("stopping: no new leases; waiting up to " +
-                     std::to_string(global().shutdown_grace.count()) + " ms for " +
-                     std::to_string(engine.live_leases()) + " leases");
+            status = "stopping: no new leases; waiting up to " + std::to_string(global().shutdown_grace.count()) +
+                     " ms for " + std::to_string(engine.live_leases()) + " leases";
+            log_info(status);
             engine.begin_shutdown(now, out);
             grace_timer.expires_after(global().shutdown_grace);
             grace_timer.async_wait([this](const boost::system::error_code& ec) {
@@ -491,6 +497,7 @@ struct Broker::Impl {
                 if (!ended_all) end_all_locked();
             });
         });
+        if (!status.empty()) tell(Lifecycle::stopping, status);
     }
 
     void wait_signal() {
@@ -526,6 +533,7 @@ Broker::Broker(Config config, BrokerOptions options)
     : io_(1), config_(std::move(config)),
       impl_(std::make_unique<Impl>(*this, std::move(options.config_file), std::move(options.overrides))) {
     impl_->observer = std::move(options.observer);
+    impl_->lifecycle = std::move(options.lifecycle);
     // Signals are caught before any worker starts: a SIGTERM in between must
     // stop the broker cleanly, not kill it by default action.
     if (options.handle_signals) {
@@ -543,7 +551,7 @@ Broker::Broker(Config config, BrokerOptions options)
             unsigned i = next->fetch_add(1) % static_cast<unsigned>(session_io_.size() + 1);
             return i == 0 ? io_ : *session_io_[i - 1];
         },
-        config_.global);
+        config_.global, std::move(options.control_listener));
     impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
         [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
     impl_->notify = std::make_unique<NotifySocket>(
@@ -571,6 +579,8 @@ void Broker::run() {
     auto& m = *impl_;
     m.control->start();
     log_info("listening on " + config_.global.control_socket);
+    m.tell(Lifecycle::serving, "serving " + std::to_string(config_.pools.size()) + " pools on " +
+                                   config_.global.control_socket);
     if (!config_.global.metrics_listen.empty())
         log_warning("metrics_listen=" + config_.global.metrics_listen +
                     ": Prometheus metrics are not served yet (the key is checked and ignored)");
@@ -600,6 +610,8 @@ void Broker::reload() {
         log_warning("SIGHUP: no config file to reload");
         return;
     }
+    m.tell(Lifecycle::reloading, "reloading " + m.config_file);
+    std::string status;
     try {
         Config next = load_config(m.config_file, m.overrides);
         GlobalConfig unchanged = next.global;
@@ -607,12 +619,13 @@ void Broker::reload() {
         if (!(unchanged == config_.global))
             log_warning("SIGHUP: global keys other than max_workers take effect on restart only");
         m.apply_config(next);
-        log_info("SIGHUP: reloaded " + m.config_file);
-    } catch (const ConfigError& e) {
-        log_error("SIGHUP: " + std::string(e.what()) + "; the old configuration stays in force");
-    } catch (const std::exception& e) {
-        log_error("SIGHUP: " + std::string(e.what()) + "; the old configuration stays in force");
+        status = "SIGHUP: reloaded " + m.config_file;
+        log_info(status);
+    } catch (const std::exception& e) { // ConfigError, or a failure to apply it
+        status = "SIGHUP: " + std::string(e.what()) + "; the old configuration stays in force";
+        log_error(status);
     }
+    m.tell(Lifecycle::reloaded, status);
 }
 
 lease::ClientId Broker::open_client(std::weak_ptr<ClientEvents> events) {

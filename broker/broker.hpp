@@ -38,6 +38,14 @@ public:
 
 enum class PoolResult { ok, exists, unknown, invalid, shutting_down };
 
+/// The steps of the broker's life that a service manager wants to hear of.
+enum class Lifecycle {
+    serving,   ///< the control socket accepts and the configured pools exist
+    reloading, ///< SIGHUP: reading the file again
+    reloaded,  ///< done, whether the file was applied or refused
+    stopping,  ///< the graceful stop has begun
+};
+
 struct BrokerOptions {
     std::string config_file;             ///< what SIGHUP reloads (empty: nothing)
     std::vector<std::string> overrides;  ///< --key=value, applied again on reload
@@ -47,6 +55,13 @@ struct BrokerOptions {
     /// returned: lets tests and benchmarks wait for a state instead of
     /// sleeping. Given here, not later, because the constructor starts workers.
     std::function<void()> observer;
+    /// Called at each Lifecycle step with a one-line status (for systemd's
+    /// STATUS=), on the broker's own thread, outside the lock.
+    std::function<void(Lifecycle, const std::string&)> lifecycle{};
+    /// A listening control socket passed by the service manager (socket
+    /// activation): served instead of binding control_socket, and its file
+    /// is left in place at exit, since whoever bound it owns it.
+    spawn::unique_fd control_listener{};
 };
 
 class Broker {

@@ -21,9 +21,17 @@ bool socket_is_live(const std::string& path) {
     return static_cast<bool>(fd) || ec == std::errc::resource_unavailable_try_again;
 }
 
-ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext pick, const GlobalConfig& global)
-    : broker_(broker), pick_(std::move(pick)), path_(global.control_socket), max_clients_(global.max_clients),
-      listener_(io) {
+ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext pick, const GlobalConfig& global,
+                             spawn::unique_fd inherited)
+    : broker_(broker), pick_(std::move(pick)), path_(global.control_socket), owns_path_(!inherited),
+      max_clients_(global.max_clients), listener_(io) {
+    if (inherited) {
+        // Its file, mode and owner are the service manager's (SocketMode=).
+        log_info("serving the control socket " + path_ + " passed by the service manager");
+        listener_.assign(inherited.release());
+        listener_.non_blocking(true);
+        return;
+    }
     struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -104,7 +112,7 @@ void ControlServer::close() {
     }
     boost::system::error_code ignored;
     listener_.close(ignored);
-    ::unlink(path_.c_str());
+    if (owns_path_) ::unlink(path_.c_str());
     for (auto& [p, s] : sessions) s->close();
 }
 

@@ -1,10 +1,11 @@
 #pragma once
 // The control socket: binds it (refusing to take over a live broker's,
-// replacing a stale one), accepts connections up to max_clients, and
-// starts a ControlSession for each.
+// replacing a stale one) or serves one the service manager passed, accepts
+// connections up to max_clients, and starts a ControlSession for each.
 
 #include "broker/config.hpp"
 #include "lease/decision.hpp"
+#include "spawn/unique_fd.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -26,14 +27,18 @@ public:
     /// Where each new connection lives: the io_context that runs it.
     using PickContext = std::function<boost::asio::io_context&()>;
 
-    /// Binds `global.control_socket` with `control_socket_mode`; accepts on
-    /// `io`, and runs each connection on the context `pick` gives. Throws
-    /// std::runtime_error when a live broker answers there or it cannot bind.
-    ControlServer(Broker& broker, boost::asio::io_context& io, PickContext pick, const GlobalConfig& global);
+    /// Binds `global.control_socket` with `control_socket_mode`, unless
+    /// `inherited` holds a listening socket (socket activation) to serve
+    /// instead; accepts on `io`, and runs each connection on the context
+    /// `pick` gives. Throws std::runtime_error when a live broker answers
+    /// there or it cannot bind.
+    ControlServer(Broker& broker, boost::asio::io_context& io, PickContext pick, const GlobalConfig& global,
+                  spawn::unique_fd inherited = {});
     ~ControlServer();
 
     void start();
-    /// Stops accepting, closes every session, removes the socket file.
+    /// Stops accepting, closes every session, removes the socket file if
+    /// it bound it.
     void close();
 
     /// A broker-wide unique LEASE ticket.
@@ -47,6 +52,7 @@ private:
     Broker& broker_;
     PickContext pick_;
     std::string path_;
+    bool owns_path_; ///< bound here, not inherited: removed by close()
     std::uint32_t max_clients_;
     boost::asio::posix::stream_descriptor listener_;
     std::atomic<lease::Ticket> tickets_{0};

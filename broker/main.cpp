@@ -1,9 +1,13 @@
 // foreman: the broker daemon. Loads and checks its configuration, then runs
 // the broker in the foreground until SIGTERM or SIGINT (SIGHUP reloads).
+// Under systemd it serves the control socket foreman.socket passes, and
+// reports its state and watchdog pings through sd_notify (etc/systemd/).
 
 #include "broker/broker.hpp"
 #include "broker/config.hpp"
 #include "broker/log.hpp"
+#include "broker/socket_activation.hpp"
+#include "broker/systemd_notify.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -193,7 +197,12 @@ void prepare_process() {
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads the file.
 int run(const std::string& file, const std::vector<std::string>& overrides, Config config) {
-    foreman::broker::Broker broker(std::move(config), {file, overrides, true, nullptr});
+    foreman::broker::BrokerOptions options{file, overrides, true, nullptr};
+    options.lifecycle = foreman::broker::notify_service_manager;
+    // Before the first thread starts: it unsets the LISTEN_* variables.
+    options.control_listener = foreman::broker::inherited_control_socket(config.global.control_socket);
+    foreman::broker::Broker broker(std::move(config), std::move(options));
+    foreman::broker::Watchdog watchdog(broker.io());
     broker.run();
     return 0;
 }

@@ -36,7 +36,8 @@ for f in bin/foreman bin/foremanctl bin/foreman-echo include/foreman/foreman.h \
          include/foreman/client/connection.hpp include/foreman/protocol/control_line.hpp \
          include/foreman/spawn/unique_fd.hpp lib/libforeman.so lib/libforeman_client.a \
          lib/libforeman_protocol.a lib/libforeman_spawn.a lib/cmake/foreman/foremanConfig.cmake \
-         lib/pkgconfig/foreman.pc; do
+         lib/pkgconfig/foreman.pc etc/foreman/foreman.conf lib/systemd/system/foreman.service \
+         lib/systemd/system/foreman.socket; do
     [[ -e $prefix/$f ]] || fail "$f was not installed"
 done
 
