@@ -56,6 +56,12 @@ bool launch_differs(const PoolConfig& a, const PoolConfig& b) {
            a.limits.heartbeat_timeout != b.limits.heartbeat_timeout || a.limits.version != b.limits.version;
 }
 
+/// Errors of a connect() that are the broker's shortage, not the worker's fault.
+bool broker_short_of_resources(const std::error_code& ec) {
+    return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+           ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
+
 } // namespace
 
 /// A worker's runtime side: what the engine does not know.
@@ -354,8 +360,21 @@ struct Broker::Impl {
             if (g.client) g.client->granted(g.grant.ticket, g.grant.lease, g.grant.pid, g.grant.ttl, std::move(conn));
             return;
         }
-        // The worker does not accept: it is broken. End the lease, retire the
-        // worker, and tell the client why.
+        if (broker_short_of_resources(ec)) {
+            // The broker has no descriptor (or memory) to spare: the worker is
+            // fine. End the lease, keep the worker, and say so.
+            std::string text = "no descriptor free to connect to worker " + std::to_string(g.grant.worker) + ": " +
+                               ec.message();
+            log_warning(text);
+            act([&](TimePoint now, lease::Decisions& out) {
+                engine.release(now, g.grant.lease, g.grant.client, 0, out);
+            });
+            if (g.client) g.client->rejected(g.grant.ticket, FailCode::overloaded, text);
+            return;
+        }
+        // The worker does not accept (its socket is closed, or its backlog
+        // is full: it stopped accepting): it is broken. End the lease, retire
+        // the worker, and tell the client why.
         std::string text = "worker " + std::to_string(g.grant.worker) + " refused the connection: " + ec.message();
         log_warning(text);
         act([&](TimePoint now, lease::Decisions& out) {

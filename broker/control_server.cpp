@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 
 #include <cstring>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,19 @@
 namespace foreman::broker {
 
 namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+/// Descriptors held back while accepting, for the broker's own work when
+/// accept runs out: a grant's connect, a spawn's sockets, pipes and pidfd.
+constexpr std::size_t accept_reserve_fds = 16;
+/// How long accepting pauses when descriptors have run out.
+constexpr std::chrono::milliseconds accept_pause = 100ms;
+
+bool out_of_descriptors(int error) {
+    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+} // namespace
 
 bool socket_is_live(const std::string& path) {
     std::error_code ec;
@@ -24,7 +38,7 @@ bool socket_is_live(const std::string& path) {
 ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext pick, const GlobalConfig& global,
                              spawn::unique_fd inherited)
     : broker_(broker), pick_(std::move(pick)), path_(global.control_socket), owns_path_(!inherited),
-      max_clients_(global.max_clients), listener_(io) {
+      max_clients_(global.max_clients), listener_(io), pause_timer_(io) {
     if (inherited) {
         // Its file, mode and owner are the service manager's (SocketMode=).
         log_info("serving the control socket " + path_ + " passed by the service manager");
@@ -50,25 +64,70 @@ ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext p
 
 ControlServer::~ControlServer() { close(); }
 
-void ControlServer::start() { accept(); }
+void ControlServer::start() {
+    fill_reserve();
+    accept();
+}
 
 void ControlServer::accept() {
     listener_.async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
         if (ec) return; // closed
-        on_readable();
-        accept();
+        if (on_readable()) accept();
     });
 }
 
-void ControlServer::on_readable() {
+bool ControlServer::fill_reserve() {
+    while (reserve_.size() < accept_reserve_fds) {
+        spawn::unique_fd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!fd) {
+            reserve_.clear();
+            return false;
+        }
+        reserve_.push_back(std::move(fd));
+    }
+    return true;
+}
+
+void ControlServer::pause(int error) {
+    if (!paused_)
+        log_warning(std::string("accept on the control socket: ") + std::strerror(error) +
+                    ": the connections open are served; new ones wait, tried again every " +
+                    std::to_string(accept_pause.count()) + " ms");
+    paused_ = true;
+    reserve_.clear();
+    pause_timer_.expires_after(accept_pause);
+    pause_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (ec) return; // closed
+        {
+            std::lock_guard lock(mu_);
+            if (closed_) return;
+        }
+        if (!fill_reserve()) {
+            pause(EMFILE);
+            return;
+        }
+        // Edge-triggered: what waits in the backlog now raises no new event.
+        if (on_readable()) accept();
+    });
+}
+
+bool ControlServer::on_readable() {
     for (;;) {
         // accept4: Asio's accept sets no FD_CLOEXEC.
         int fd = ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warning(std::string("accept on the control socket: ") + std::strerror(errno));
-            return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+            if (out_of_descriptors(errno)) {
+                pause(errno);
+                return false;
+            }
+            log_warning(std::string("accept on the control socket: ") + std::strerror(errno));
+            return true;
+        }
+        if (paused_) {
+            paused_ = false;
+            log_info("accepting connections on the control socket again");
         }
         spawn::unique_fd conn(fd);
         PeerCredentials peer;
@@ -79,7 +138,7 @@ void ControlServer::on_readable() {
         bool refuse;
         {
             std::lock_guard lock(mu_);
-            if (closed_) return;
+            if (closed_) return false;
             refuse = sessions_.size() >= max_clients_;
             sessions_.emplace(session.get(), session);
         }
@@ -111,6 +170,7 @@ void ControlServer::close() {
         sessions.swap(sessions_);
     }
     boost::system::error_code ignored;
+    pause_timer_.cancel();
     listener_.close(ignored);
     if (owns_path_) ::unlink(path_.c_str());
     for (auto& [p, s] : sessions) s->close();

@@ -2,6 +2,14 @@
 // The control socket: binds it (refusing to take over a live broker's,
 // replacing a stale one) or serves one the service manager passed, accepts
 // connections up to max_clients, and starts a ControlSession for each.
+//
+// Out of descriptors (EMFILE, ENFILE) it pauses: the listener is
+// edge-triggered under Asio, so a failed accept would otherwise be retried
+// only when the next client connects, and a level-triggered loop would spin.
+// It keeps a reserve of descriptors while it accepts and gives them back
+// when accept fails, so the connections it has can still lease (each grant
+// needs a descriptor to connect to the worker); every accept_pause it takes
+// the reserve again and tries, until clients have closed enough.
 
 #include "broker/config.hpp"
 #include "lease/decision.hpp"
@@ -9,6 +17,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <functional>
@@ -16,6 +25,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <string>
+#include <vector>
 
 namespace foreman::broker {
 
@@ -47,7 +57,13 @@ public:
 
 private:
     void accept();
-    void on_readable();
+    /// Accepts until EAGAIN (true: wait for readability) or until out of
+    /// descriptors or closed (false).
+    bool on_readable();
+    /// Out of descriptors: give the reserve back and try again later.
+    void pause(int error);
+    /// Takes the reserve; false (holding none) when it cannot.
+    bool fill_reserve();
 
     Broker& broker_;
     PickContext pick_;
@@ -59,6 +75,10 @@ private:
     std::mutex mu_; ///< guards sessions_ and closed_
     std::unordered_map<ControlSession*, std::shared_ptr<ControlSession>> sessions_;
     bool closed_ = false;
+    // Touched only by the acceptor's handlers (the broker's own io thread).
+    std::vector<spawn::unique_fd> reserve_;
+    boost::asio::steady_timer pause_timer_;
+    bool paused_ = false;
 };
 
 /// Whether a process answers on the unix socket at `path`.

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,13 +43,20 @@ spawn::unique_fd connect_unix(const std::string& path, std::error_code& error) {
         error = std::error_code(ENAMETOOLONG, std::system_category());
         return {};
     }
-    spawn::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    spawn::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd) {
         error = std::error_code(errno, std::system_category());
         return {};
     }
+    // Non-blocking, a unix connect completes at once (there is no
+    // EINPROGRESS for AF_UNIX) or fails at once (EAGAIN: backlog full).
     while (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
         if (errno == EINTR) continue;
+        error = std::error_code(errno, std::system_category());
+        return {};
+    }
+    // The descriptor is handed to clients, who expect a blocking socket.
+    if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) < 0) {
         error = std::error_code(errno, std::system_category());
         return {};
     }

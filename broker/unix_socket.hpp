@@ -13,9 +13,10 @@ namespace foreman::broker {
 /// removed first). Throws std::system_error naming the path.
 spawn::unique_fd listen_unix(const std::string& path, int backlog);
 
-/// A SOCK_STREAM connection to `path`, blocking until connected (a unix
-/// connect to a listening socket completes at once or fails at once).
-/// Returns an empty fd and sets `error` on failure.
+/// A SOCK_STREAM connection to `path` (a blocking socket). It never waits:
+/// a unix connect() to a listener whose backlog is full would block until
+/// the listener accepts, which a hung worker never does; here it fails at
+/// once with EAGAIN. Returns an empty fd and sets `error` on failure.
 spawn::unique_fd connect_unix(const std::string& path, std::error_code& error);
 
 /// mkdir -p with `mode` for the directories it creates. Throws std::system_error.

@@ -98,7 +98,8 @@ int pid_loop() {
 }
 
 /// Mode `raw-client UID SOCKET LINE...`: a control client of another uid.
-int raw_client(int argc, char** argv) {
+/// With `hold`, it keeps its connection (and its leases) until killed.
+int raw_client(int argc, char** argv, bool hold) {
     if (argc < 5) return 2;
     if (std::strcmp(argv[3], "-") != 0) {
         auto uid = static_cast<uid_t>(std::atol(argv[3]));
@@ -136,6 +137,8 @@ int raw_client(int argc, char** argv) {
             }
         }
     }
+    if (hold)
+        for (;;) ::pause(); // until the test's SIGKILL
     return 0;
 }
 
@@ -153,7 +156,8 @@ int run_test_worker(int argc, char** argv) {
     if (mode == "echo") return echo_loop(0);
     if (mode == "heartbeat") return echo_loop(watchdog_interval());
     if (mode == "pid") return pid_loop();
-    if (mode == "raw-client") return raw_client(argc, argv);
+    if (mode == "raw-client") return raw_client(argc, argv, false);
+    if (mode == "hold-client") return raw_client(argc, argv, true);
     if (mode == "crash-at-start") return 3;
     if (mode == "dump" || mode == "dump-ignore-term") {
         // argv, environment and identity into FILE (argv[3]), then echo.
@@ -178,6 +182,17 @@ int run_test_worker(int argc, char** argv) {
         int conn = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
         (void)conn;
         for (;;) ::pause(); // hung: no WATCHDOG=1, no READY=1
+    }
+    if (mode == "close-listener") {
+        // Closed before READY=1: no connection of the broker's can slip in.
+        ::close(listener());
+        sd_notify(0, "READY=1");
+        for (;;) ::pause();
+    }
+    if (mode == "never-accept") {
+        listener();
+        sd_notify(0, "READY=1");
+        for (;;) ::pause(); // connections pile up in the backlog, unanswered
     }
     if (mode == "exit-mid-lease") {
         int l = listener();

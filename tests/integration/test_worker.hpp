@@ -13,6 +13,8 @@
 //   dump FILE       writes its pid, sid, argv and environment to FILE, then as echo
 //   dump-ignore-term FILE  ignores SIGTERM, then as dump FILE
 //   heartbeat       as echo, and WATCHDOG=1 every WATCHDOG_USEC/4 while serving
+//   close-listener  closes its listening socket, READY=1, then sleeps
+//   never-accept    READY=1, then sleeps: it never accepts a connection
 //   pid             READY=1, answers "pid <its pid>\n" to every read, READY=1
 //                   after each connection: a test can tell which worker a
 //                   descriptor reaches
@@ -21,6 +23,8 @@
 //                   to the control socket, sends VERSION and each LINE, and
 //                   prints each OK/FAIL reply line it reads (one per LINE, or
 //                   until EOF or 5 s); exit 0, or 4 when it cannot connect
+//   hold-client UID SOCKET LINE...  as raw-client, then keeps its connection
+//                   (and so its leases) until it is killed
 
 namespace foreman::test {
 

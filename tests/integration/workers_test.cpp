@@ -1,6 +1,7 @@
 // The broker's process side with real processes: the project's echo worker,
 // this test binary re-run as a worker that misbehaves on cue, a C worker on
 // libsystemd, and programs no one here wrote (socat, redis-server).
+// Workers that crash-loop, ignore SIGTERM or are stopped are faults_test.cpp's.
 
 #include "broker_harness.hpp"
 
@@ -144,21 +145,6 @@ TEST_CASE("a non-executable file is a spawn failure carrying EACCES", "[workers]
     CHECK_THAT(r->text, Catch::Contains("Permission denied"));
 }
 
-TEST_CASE("a worker that crashes at start makes the pool back off and fail spawn-failed", "[workers]") {
-    BrokerHarness h("[pool.crash]\npath = {self}\nargs = worker crash-at-start\nnotify = foreman\n");
-    auto c = h.client();
-    auto r = c->wait_rejected(h.ask(*c, "crash", {}, 50ms));
-    REQUIRE(r.has_value());
-    // Either its wait ran out first, or the first failure's back-off (100 ms)
-    // outlasted it.
-    CHECK((r->code == FailCode::spawn_failed || r->code == FailCode::busy));
-    REQUIRE(h.wait_for([](auto& s) { return s.pools.at(0).spawn_failures >= 1; }));
-    // Now backing off: a LEASE that cannot wait out the back-off fails at once.
-    auto r2 = c->wait_rejected(h.ask(*c, "crash", {}, 10ms));
-    REQUIRE(r2.has_value());
-    CHECK(r2->code == FailCode::spawn_failed);
-}
-
 TEST_CASE("a worker that never becomes ready is killed after start_timeout and reaped", "[workers]") {
     BrokerHarness h(R"(
 [pool.slow]
@@ -178,27 +164,6 @@ min_idle = 1
     REQUIRE(wait_pid_gone(pid, 5s));
     CHECK(reaped_within_a_second(pid));
     REQUIRE(h.wait_for([](auto& s) { return s.pools.at(0).spawn_failures >= 1; }));
-}
-
-TEST_CASE("a worker that ignores SIGTERM is SIGKILLed after kill_grace", "[workers]") {
-    BrokerHarness h(R"(
-[pool.stubborn]
-path = {self}
-args = worker ignore-term
-notify = foreman
-max_requests = 1
-recycle_jitter_pct = 0
-kill_grace_ms = 300
-)");
-    auto c = h.client();
-    auto g = h.lease(*c, "stubborn");
-    int pid = g.pid;
-    auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(h.broker().release(g.lease, c->id, 0)); // max_requests=1: retired now
-    REQUIRE(wait_pid_gone(pid, 5s));
-    auto took = std::chrono::steady_clock::now() - t0;
-    CHECK(took >= 250ms); // it did ignore SIGTERM
-    CHECK(reaped_within_a_second(pid));
 }
 
 TEST_CASE("a leased worker that stops heartbeating loses its lease with worker-exit and is killed",
@@ -352,23 +317,4 @@ min_idle = 1
     while (std::getline(status, line))
         if (line.rfind("Uid:", 0) == 0) uid_line = line;
     CHECK_THAT(uid_line, Catch::Contains("65534"));
-}
-
-TEST_CASE("a stopped worker that misses its heartbeats dies at once, not after kill_grace", "[workers]") {
-    BrokerHarness h(R"(
-[pool.frozen]
-path = {self}
-args = worker heartbeat
-notify = foreman
-heartbeat_timeout_ms = 200
-kill_grace_ms = 10000
-)");
-    auto c = h.client();
-    auto g = h.lease(*c, "frozen");
-    REQUIRE(::kill(g.pid, SIGSTOP) == 0);
-    CHECK(c->wait_expired(g.lease, 5s) == EndReason::worker_exit);
-    // SIGTERM reaches a stopped process only with the SIGCONT sent after it.
-    auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(wait_pid_gone(g.pid, 5s));
-    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
 }
