@@ -149,7 +149,8 @@ struct Broker::Impl {
         lease::ClientId client;
     };
     boost::unordered_flat_map<lease::Ticket, Unanswered> unanswered;
-    const double start_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double start_time =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 
     std::function<void()> observer; ///< set in the constructor, then only read
 
@@ -421,8 +422,10 @@ struct Broker::Impl {
         std::string text = "worker " + std::to_string(g.grant.worker) + " refused the connection: " + ec.message();
         log_warning(text);
         act([&](TimePoint now, lease::Decisions& out) {
-            if (auto w = workers.find(g.grant.worker); w != workers.end())
-                ++pool_metrics[w->second.pool.name].counters.rejections[static_cast<std::size_t>(FailCode::spawn_failed)];
+            if (auto w = workers.find(g.grant.worker); w != workers.end()) {
+                auto& rejections = pool_metrics[w->second.pool.name].counters.rejections;
+                ++rejections[static_cast<std::size_t>(FailCode::spawn_failed)];
+            }
             engine.worker_stopping(now, g.grant.worker, out);
             engine.release(now, g.grant.lease, g.grant.client, 0, out);
         });
