@@ -2,6 +2,8 @@
 
 #include "broker/control_server.hpp"
 #include "broker/log.hpp"
+#include "broker/metrics.hpp"
+#include "broker/metrics_server.hpp"
 #include "broker/notify_socket.hpp"
 #include "broker/readiness_probe.hpp"
 #include "broker/run_as.hpp"
@@ -14,11 +16,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <fcntl.h>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -73,6 +77,7 @@ struct WorkerRuntime {
     spawn::unique_fd output_read; ///< until the pid is known
     std::shared_ptr<WorkerOutput> output;
     std::shared_ptr<ReadinessProbe> probe;
+    int signal_sent = 0; ///< the strongest signal decided for it: 0, SIGTERM, SIGKILL (its exit's cause)
 };
 
 // ---- actions: decisions made self-contained under the lock -------------------
@@ -135,6 +140,24 @@ struct Broker::Impl {
     bool finished = false;
     asio::steady_timer grace_timer;
 
+    /// The metrics counted as decisions are carried out (docs/metrics.md).
+    struct PoolMetrics {
+        metrics::PoolCounters counters;
+        std::size_t unanswered = 0; ///< entries of `unanswered` pointing here: it stays while any do
+    };
+    /// By pool name; a pool's entry goes once the engine forgot the pool.
+    std::unordered_map<std::string, PoolMetrics> pool_metrics;
+    PoolMetrics unknown_pool_metrics; ///< LEASEs naming no pool
+    /// A LEASE not answered yet: when it arrived (for the wait histogram).
+    struct Unanswered {
+        PoolMetrics* pool;
+        TimePoint received;
+        lease::ClientId client;
+    };
+    boost::unordered_flat_map<lease::Ticket, Unanswered> unanswered;
+    const double start_time =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+
     std::function<void()> observer; ///< set in the constructor, then only read
     std::function<void(Lifecycle, const std::string&)> lifecycle; ///< likewise
 
@@ -143,6 +166,7 @@ struct Broker::Impl {
     std::optional<asio::signal_set> signals;
     std::unique_ptr<NotifySocket> notify;
     std::unique_ptr<spawn::ProcessSupervisor> supervisor;
+    std::unique_ptr<MetricsServer> metrics_server; ///< on `io`; null when metrics_listen is empty
 
     Impl(Broker& b, std::string file, std::vector<std::string> ov)
         : self(b), io(b.io_), work(b.io_.get_executor()), config_file(std::move(file)),
@@ -166,8 +190,9 @@ struct Broker::Impl {
             {
                 std::lock_guard lock(mu);
                 lease::Decisions out;
-                f(Clock::now(), out);
-                prepare(out, actions);
+                TimePoint now = Clock::now();
+                f(now, out);
+                prepare(out, actions, now);
                 after_event();
             }
             carry_out(actions);
@@ -177,8 +202,9 @@ struct Broker::Impl {
             {
                 std::lock_guard lock(mu);
                 lease::Decisions out;
-                result.emplace(f(Clock::now(), out));
-                prepare(out, actions);
+                TimePoint now = Clock::now();
+                result.emplace(f(now, out));
+                prepare(out, actions, now);
                 after_event();
             }
             carry_out(actions);
@@ -192,12 +218,40 @@ struct Broker::Impl {
         return it == clients.end() ? nullptr : it->second.events.lock();
     }
 
-    /// Under the lock: decisions → actions carrying every datum they need.
-    void prepare(lease::Decisions& out, Actions& actions) {
+    /// Under the lock: the LEASE `ticket` is answered; its entry goes.
+    std::optional<Unanswered> answered(lease::Ticket ticket) {
+        auto it = unanswered.find(ticket);
+        if (it == unanswered.end()) return std::nullopt; // cannot happen: every LEASE comes through lease()
+        Unanswered u = it->second;
+        unanswered.erase(it);
+        --u.pool->unanswered;
+        return u;
+    }
+
+    /// Under the lock: the LEASEs of a closed connection, dropped unanswered.
+    void forget_unanswered(lease::ClientId client) {
+        if (unanswered.empty()) return;
+        boost::unordered::erase_if(unanswered, [&](const auto& entry) {
+            if (entry.second.client != client) return false;
+            --entry.second.pool->unanswered;
+            return true;
+        });
+    }
+
+    /// Under the lock: the signal decided for a worker, for its exit's cause.
+    void note_signal(lease::WorkerId worker, int signal) {
+        auto it = workers.find(worker);
+        if (it != workers.end() && it->second.signal_sent != SIGKILL) it->second.signal_sent = signal;
+    }
+
+    /// Under the lock: decisions → actions carrying every datum they need,
+    /// counted for the metrics on the way.
+    void prepare(lease::Decisions& out, Actions& actions, TimePoint now) {
         for (auto& d : out) {
             if (auto* s = std::get_if<lease::Spawn>(&d)) {
                 auto pool = pools.find(s->protocol);
                 if (pool == pools.end()) continue; // cannot happen: only live pools spawn
+                ++pool_metrics[s->protocol].counters.spawns;
                 WorkerRuntime rt;
                 rt.pool = pool->second;
                 rt.user = s->user;
@@ -206,14 +260,21 @@ struct Broker::Impl {
                 actions.push_back(SpawnAction{s->worker, rt.pool, where});
                 workers.emplace(s->worker, std::move(rt));
             } else if (auto* g = std::get_if<lease::Grant>(&d)) {
+                if (auto u = answered(g->ticket)) {
+                    ++u->pool->counters.leases_granted;
+                    u->pool->counters.lease_wait.observe(now - u->received);
+                }
                 auto w = workers.find(g->worker);
                 std::string path = w == workers.end() ? std::string{} : w->second.socket_path;
                 actions.push_back(GrantAction{*g, path, client_events(g->client)});
             } else if (auto* r = std::get_if<lease::Reject>(&d)) {
+                if (auto u = answered(r->ticket)) ++u->pool->counters.rejections[static_cast<std::size_t>(r->code)];
                 actions.push_back(RejectAction{*r, client_events(r->client)});
             } else if (auto* t = std::get_if<lease::Terminate>(&d)) {
+                note_signal(t->worker, SIGTERM);
                 actions.push_back(SignalAction{t->worker, SIGTERM});
             } else if (auto* k = std::get_if<lease::Kill>(&d)) {
+                note_signal(k->worker, SIGKILL);
                 actions.push_back(SignalAction{k->worker, SIGKILL});
             } else if (auto* e = std::get_if<lease::Expire>(&d)) {
                 actions.push_back(ExpireAction{*e, client_events(e->client)});
@@ -251,9 +312,10 @@ struct Broker::Impl {
         ended_all = true;
         grace_timer.cancel();
         lease::Decisions out;
-        engine.end_all(Clock::now(), out);
+        TimePoint now = Clock::now();
+        engine.end_all(now, out);
         Actions actions;
-        prepare(out, actions);
+        prepare(out, actions, now);
         // Carried out after the caller releases the lock.
         asio::post(io, [this, actions = std::move(actions)]() mutable { carry_out(actions); });
     }
@@ -348,6 +410,10 @@ struct Broker::Impl {
             auto it = workers.find(worker);
             std::string name = it == workers.end() ? std::string("worker") : it->second.pool.name;
             log_info(name + "[" + std::to_string(pid) + "]: " + spawn::describe_wait_status(status));
+            if (it != workers.end()) {
+                auto cause = metrics::exit_cause(status, it->second.signal_sent);
+                ++pool_metrics[name].counters.exits[static_cast<std::size_t>(cause)];
+            }
             forget_worker(worker);
             engine.worker_exited(now, worker, out);
         });
@@ -378,6 +444,10 @@ struct Broker::Impl {
         std::string text = "worker " + std::to_string(g.grant.worker) + " refused the connection: " + ec.message();
         log_warning(text);
         act([&](TimePoint now, lease::Decisions& out) {
+            if (auto w = workers.find(g.grant.worker); w != workers.end()) {
+                auto& rejections = pool_metrics[w->second.pool.name].counters.rejections;
+                ++rejections[static_cast<std::size_t>(FailCode::spawn_failed)];
+            }
             engine.worker_stopping(now, g.grant.worker, out);
             engine.release(now, g.grant.lease, g.grant.client, 0, out);
         });
@@ -494,6 +564,33 @@ struct Broker::Impl {
         });
     }
 
+    // ---- metrics -------------------------------------------------------------------
+
+    /// Under the lock: the broker's counters and the engine's view, merged
+    /// per pool name. Drops the counters of pools the engine has forgotten.
+    metrics::Scrape scrape_locked() {
+        metrics::Scrape s;
+        lease::Snapshot snap = engine.snapshot(Clock::now());
+        std::map<std::string, metrics::PoolSample> by_name; // sorted: a stable exposition
+        for (const auto& view : snap.pools) metrics::add_pool_view(by_name[view.protocol], view);
+        for (auto it = pool_metrics.begin(); it != pool_metrics.end();) {
+            auto sample = by_name.find(it->first);
+            if (sample != by_name.end()) sample->second.counters = it->second.counters;
+            if (sample == by_name.end() && it->second.unanswered == 0 && !pools.count(it->first))
+                it = pool_metrics.erase(it);
+            else
+                ++it;
+        }
+        for (auto& [name, sample] : by_name) {
+            sample.name = name;
+            s.pools.push_back(std::move(sample));
+        }
+        s.unknown_pool = unknown_pool_metrics.counters;
+        s.max_workers = snap.max_workers;
+        s.start_time_seconds = start_time;
+        return s;
+    }
+
     // ---- stopping ----------------------------------------------------------------
 
     void tell(Lifecycle step, const std::string& status) {
@@ -540,6 +637,7 @@ struct Broker::Impl {
         }
         if (control) control->close();
         if (notify) notify->close();
+        if (metrics_server) metrics_server->close();
         log_info("stopped");
         work.reset();
         io.stop();
@@ -571,6 +669,10 @@ Broker::Broker(Config config, BrokerOptions options)
             return i == 0 ? io_ : *session_io_[i - 1];
         },
         config_.global, std::move(options.control_listener));
+    // Before any worker starts: a metrics address that cannot be bound stops the start.
+    if (!config_.global.metrics_listen.empty())
+        impl_->metrics_server = std::make_unique<MetricsServer>(io_, config_.global.metrics_listen,
+                                                                [this] { return metrics_text(); });
     impl_->supervisor = std::make_unique<spawn::ProcessSupervisor>(
         [m = impl_.get()](auto tag, int pid, int status) { m->exited(tag, pid, status); });
     impl_->notify = std::make_unique<NotifySocket>(
@@ -598,11 +700,12 @@ void Broker::run() {
     auto& m = *impl_;
     m.control->start();
     log_info("listening on " + config_.global.control_socket);
+    if (m.metrics_server) {
+        m.metrics_server->start();
+        log_info("serving metrics on http://" + metrics_address() + "/metrics");
+    }
     m.tell(Lifecycle::serving, "serving " + std::to_string(config_.pools.size()) + " pools on " +
                                    config_.global.control_socket);
-    if (!config_.global.metrics_listen.empty())
-        log_warning("metrics_listen=" + config_.global.metrics_listen +
-                    ": Prometheus metrics are not served yet (the key is checked and ignored)");
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
     for (auto& ctx : session_io_) {
@@ -656,6 +759,7 @@ lease::ClientId Broker::open_client(std::weak_ptr<ClientEvents> events) {
 
 void Broker::close_client(lease::ClientId client) {
     impl_->act([&](TimePoint now, lease::Decisions& out) {
+        impl_->forget_unanswered(client); // the engine drops its waiting LEASEs unanswered
         impl_->engine.client_closed(now, client, out);
         impl_->clients.erase(client);
     });
@@ -685,6 +789,7 @@ std::optional<std::string> Broker::Impl::run_as_denial(const lease::LeaseRequest
 }
 
 void Broker::lease(const lease::LeaseRequest& request) {
+    TimePoint received = Clock::now(); // before the lock: waiting for it is part of the lease's wait
     const std::optional<std::string> denial = impl_->run_as_denial(request);
     impl_->act([&](TimePoint now, lease::Decisions& out) {
         if (denial) {
@@ -692,6 +797,12 @@ void Broker::lease(const lease::LeaseRequest& request) {
             return;
         }
         auto pool = impl_->pools.find(request.protocol);
+        // Only pools that exist get a series: a client cannot create them at will.
+        Impl::PoolMetrics& m = pool == impl_->pools.end() ? impl_->unknown_pool_metrics
+                                                          : impl_->pool_metrics[request.protocol];
+        // Tickets are unique while in flight (ControlServer::next_ticket), so this inserts.
+        if (impl_->unanswered.try_emplace(request.ticket, Impl::Unanswered{&m, received, request.client}).second)
+            ++m.unanswered;
         if (pool != impl_->pools.end() && !pool->second.allow_uids.empty() &&
             std::find(pool->second.allow_uids.begin(), pool->second.allow_uids.end(), request.uid) ==
                 pool->second.allow_uids.end()) {
@@ -712,6 +823,25 @@ std::optional<std::chrono::milliseconds> Broker::renew(lease::LeaseId lease, lea
 bool Broker::release(lease::LeaseId lease, lease::ClientId client, lease::Uid uid) {
     return impl_->act(
         [&](TimePoint now, lease::Decisions& out) { return impl_->engine.release(now, lease, client, uid, out); });
+}
+
+std::string Broker::metrics_address() const {
+    return impl_->metrics_server ? endpoint_text(impl_->metrics_server->local_endpoint()) : std::string{};
+}
+
+std::uint16_t Broker::metrics_port() const {
+    return impl_->metrics_server ? impl_->metrics_server->local_endpoint().port() : 0;
+}
+
+std::string Broker::metrics_text() {
+    metrics::Scrape s;
+    {
+        std::lock_guard lock(impl_->mu);
+        s = impl_->scrape_locked();
+    }
+    // The control server counts under its own lock, never taken with ours.
+    s.control_connections = impl_->control ? impl_->control->connections() : 0;
+    return metrics::render(s);
 }
 
 lease::Snapshot Broker::snapshot() {

@@ -86,6 +86,13 @@ public:
     void reload();
     boost::asio::io_context& io() { return io_; }
     const GlobalConfig& global() const { return config_.global; }
+    /// Where metrics are served ("127.0.0.1:9100", with the port picked when
+    /// metrics_listen asked for 0); empty when metrics_listen is.
+    std::string metrics_address() const;
+    /// The port of metrics_address(); 0 when metrics are off.
+    std::uint16_t metrics_port() const;
+    /// The Prometheus text of a scrape (what GET /metrics answers).
+    std::string metrics_text();
 
     // ---- for control sessions (and tests) ----------------------------------
     lease::ClientId open_client(std::weak_ptr<ClientEvents> events);

@@ -307,7 +307,8 @@ void validate(boost::any& out, const std::vector<std::string>& tokens, AbsoluteP
 }
 
 /// metrics_listen: empty, or host:port with host a name, an IPv4 address or
-/// a bracketed IPv6 address, and port 1 to 65535.
+/// a bracketed IPv6 address, and port 0 to 65535 (0: any free port; the
+/// broker logs the one it bound).
 struct HostPort {
     std::string text;
 };
@@ -332,8 +333,8 @@ void check_host_port(const std::string& s) {
     const std::string host = s.substr(0, colon);
     const std::string port = s.substr(colon + 1);
     if (host.empty()) throw BadValue(shown(s) + " has no host (like 127.0.0.1:9100)");
-    if (!is_digits(port) || port.size() > 5 || std::stoul(port) < 1 || std::stoul(port) > 65535)
-        throw BadValue(shown(s) + ": port " + shown(port) + " is not a number from 1 to 65535");
+    if (!is_digits(port) || port.size() > 5 || std::stoul(port) > 65535)
+        throw BadValue(shown(s) + ": port " + shown(port) + " is not a number from 0 to 65535");
     unsigned char addr[16];
     if (host.front() == '[') {
         if (host.back() != ']' || inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), addr) != 1)

@@ -161,6 +161,11 @@ void ControlServer::session_ended(ControlSession* session) {
     sessions_.erase(it);
 }
 
+std::size_t ControlServer::connections() {
+    std::lock_guard lock(mu_);
+    return sessions_.size();
+}
+
 void ControlServer::close() {
     std::unordered_map<ControlSession*, std::shared_ptr<ControlSession>> sessions;
     {

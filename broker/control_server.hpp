@@ -54,6 +54,8 @@ public:
     /// A broker-wide unique LEASE ticket.
     lease::Ticket next_ticket() { return ++tickets_; }
     void session_ended(ControlSession* session);
+    /// Connections open now (foreman_control_connections).
+    std::size_t connections();
 
 private:
     void accept();

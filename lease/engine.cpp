@@ -7,6 +7,7 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <random>
 #include <stdexcept>
@@ -129,6 +130,8 @@ struct Pool {
     std::size_t queued = 0;
     std::uint64_t leases_granted = 0;
     std::uint64_t workers_started = 0; ///< Spawn decisions so far
+    std::array<std::uint64_t, end_reason_count> leases_ended{}; ///< by EndReason
+    std::uint64_t start_failures_total = 0; ///< every record_failure(), never reset
     std::uint32_t failures = 0;
     std::optional<TimePoint> backoff_until;
     Timer backoff_timer{DeadlineKind::pool_backoff, this};
@@ -367,6 +370,7 @@ struct Engine::Impl {
     /// cannot wait that long fail now.
     void record_failure(Pool& p, TimePoint now, Decisions& out) {
         ++p.failures;
+        ++p.start_failures_total;
         auto delay = policy::spawn_backoff_initial;
         for (std::uint32_t i = 1; i < p.failures && delay < policy::spawn_backoff_max; ++i) delay *= 2;
         delay = std::min(delay, policy::spawn_backoff_max);
@@ -461,6 +465,7 @@ struct Engine::Impl {
         Worker& w = *l.worker;
         Pool& p = *w.pool;
         if (protocol::is_expiry(reason) && l.client != 0) out.push_back(Expire{l.client, l.id, reason});
+        ++p.leases_ended[static_cast<std::size_t>(reason)];
         --user_count(p, l.user).leases;
         drop_if_empty(p, l.user);
         w.lease = nullptr;
@@ -992,6 +997,8 @@ Snapshot Engine::snapshot(TimePoint) const {
     for (auto& p : m.pools) {
         PoolView pv{p->name, p->limits, p->draining, p->queued, p->leases_granted, p->workers_started,
                     p->failures, p->backoff_until, p->last_spawn_error, {}, {}};
+        pv.leases_ended = p->leases_ended;
+        pv.start_failures_total = p->start_failures_total;
         for (const Worker& w : p->workers) {
             WorkerView wv{w.id, w.pid, w.state, w.requests, w.max_requests, w.user, w.status,
                           w.started_at, std::nullopt};

@@ -6,11 +6,16 @@
 #include "lease/pool_limits.hpp"
 #include "lease/worker_state.hpp"
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace foreman::lease {
+
+/// Number of protocol::EndReason values (PoolView::leases_ended's index).
+inline constexpr std::size_t end_reason_count = 7;
+static_assert(static_cast<std::size_t>(protocol::EndReason::holder_closed) + 1 == end_reason_count);
 
 struct LeaseView {
     LeaseId id;
@@ -56,6 +61,11 @@ struct PoolView {
     std::string last_spawn_error;
     std::vector<WorkerView> workers;
     std::vector<UserView> users; ///< sorted by user
+    /// Leases ended so far, indexed by protocol::EndReason (for metrics).
+    std::array<std::uint64_t, end_reason_count> leases_ended{};
+    /// Starts that failed so far, each a step of the back-off: the spawn
+    /// failed, or the worker died or timed out before it was ready.
+    std::uint64_t start_failures_total = 0;
 };
 
 struct Snapshot {
