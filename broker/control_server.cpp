@@ -33,9 +33,7 @@ ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext p
         log_info("replacing the stale control socket " + path_);
     }
     make_directories(path_.substr(0, path_.rfind('/')), 0750);
-    spawn::unique_fd fd = listen_unix(path_, SOMAXCONN);
-    if (::chmod(path_.c_str(), global.control_socket_mode) < 0)
-        throw std::system_error(errno, std::system_category(), "chmod " + path_);
+    spawn::unique_fd fd = listen_unix_with_mode(path_, SOMAXCONN, global.control_socket_mode);
     listener_.assign(fd.release());
     listener_.non_blocking(true);
 }
