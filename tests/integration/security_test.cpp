@@ -253,9 +253,10 @@ TEST_CASE("a lease id alone lets no other connection, of the same or another uid
     auto same_as_unknown = [&](Connection& c, std::uint64_t id) {
         std::string text = fail_text([&] { c.renew(id); });
         std::string ref = fail_text([&] { c.renew(unknown); });
-        auto pos = ref.find(std::to_string(unknown));
-        REQUIRE(pos != std::string::npos);
-        ref.replace(pos, std::to_string(unknown).size(), std::to_string(id));
+        const std::string from = std::to_string(unknown), to = std::to_string(id);
+        REQUIRE(ref.find(from) != std::string::npos);
+        for (auto pos = ref.find(from); pos != std::string::npos; pos = ref.find(from, pos + to.size()))
+            ref.replace(pos, from.size(), to);
         CHECK(text == ref);
     };
     for (Connection* c : {&theirs, &their_other, &my_other}) {
