@@ -15,6 +15,11 @@ namespace foreman::broker {
 
 namespace asio = boost::asio;
 
+namespace {
+/// How long accepting pauses when the broker is out of descriptors.
+constexpr std::chrono::milliseconds out_of_descriptors_pause{100};
+} // namespace
+
 bool socket_is_live(const std::string& path) {
     std::error_code ec;
     spawn::unique_fd fd = connect_unix(path, ec);
@@ -23,7 +28,7 @@ bool socket_is_live(const std::string& path) {
 
 ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext pick, const GlobalConfig& global)
     : broker_(broker), pick_(std::move(pick)), path_(global.control_socket), max_clients_(global.max_clients),
-      listener_(io) {
+      listener_(io), accept_pause_(io) {
     struct stat st {};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -43,6 +48,18 @@ ControlServer::~ControlServer() { close(); }
 void ControlServer::start() { accept(); }
 
 void ControlServer::accept() {
+    if (paused_) {
+        // Retried after a pause, not at once: the pending connection stays
+        // in the backlog until a descriptor is free.
+        accept_pause_.expires_after(out_of_descriptors_pause);
+        accept_pause_.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return; // closed
+            paused_ = false;
+            on_readable();
+            accept();
+        });
+        return;
+    }
     listener_.async_wait(asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
         if (ec) return; // closed
         on_readable();
@@ -56,16 +73,33 @@ void ControlServer::on_readable() {
         int fd = ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (!out_of_descriptors_logged_)
+                    log_warning(std::string("accept on the control socket: ") + std::strerror(errno) +
+                                "; retrying every " + std::to_string(out_of_descriptors_pause.count()) + " ms");
+                out_of_descriptors_logged_ = true;
+                paused_ = true;
+                return;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 log_warning(std::string("accept on the control socket: ") + std::strerror(errno));
             return;
         }
         spawn::unique_fd conn(fd);
+        out_of_descriptors_logged_ = false;
         PeerCredentials peer;
         ucred cred{};
         socklen_t len = sizeof cred;
         if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer = {cred.pid, cred.uid, cred.gid};
-        auto session = std::make_shared<ControlSession>(broker_, *this, pick_(), std::move(conn), peer);
+        std::shared_ptr<ControlSession> session;
+        try {
+            session = std::make_shared<ControlSession>(broker_, *this, pick_(), std::move(conn), peer);
+        } catch (const std::exception& e) {
+            // Out of descriptors or memory (Asio throws): this connection is
+            // closed unanswered; thrown on, it would end the broker.
+            log_warning(std::string("cannot serve a connection on the control socket: ") + e.what());
+            continue;
+        }
         bool refuse;
         {
             std::lock_guard lock(mu_);
@@ -102,6 +136,7 @@ void ControlServer::close() {
     }
     boost::system::error_code ignored;
     listener_.close(ignored);
+    accept_pause_.cancel();
     ::unlink(path_.c_str());
     for (auto& [p, s] : sessions) s->close();
 }

@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <functional>
@@ -49,6 +50,11 @@ private:
     std::string path_;
     std::uint32_t max_clients_;
     boost::asio::posix::stream_descriptor listener_;
+    /// Out of descriptors, accept() fails while the listener stays readable:
+    /// waiting on it again would spin. This timer paces the retries.
+    boost::asio::steady_timer accept_pause_;
+    bool paused_ = false; ///< on_readable() ran out of descriptors
+    bool out_of_descriptors_logged_ = false; ///< once per shortage, not per retry
     std::atomic<lease::Ticket> tickets_{0};
     std::mutex mu_; ///< guards sessions_ and closed_
     std::unordered_map<ControlSession*, std::shared_ptr<ControlSession>> sessions_;

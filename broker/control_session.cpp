@@ -26,8 +26,13 @@ constexpr std::size_t read_chunk = 1024;
 
 ControlSession::ControlSession(Broker& broker, ControlServer& server, asio::io_context& io, spawn::unique_fd socket,
                                PeerCredentials peer)
-    : broker_(broker), server_(server), strand_(asio::make_strand(io)), socket_(strand_, socket.release()),
-      peer_(peer) {}
+    : broker_(broker), server_(server), strand_(asio::make_strand(io)), socket_(strand_), peer_(peer) {
+    // Assigned here, not in the initializer: if Asio cannot take it (out of
+    // descriptors, its context's reactor not created yet, epoll full), it
+    // throws and `socket` still owns the descriptor and closes it.
+    socket_.assign(socket.get());
+    socket.release();
+}
 
 ControlSession::~ControlSession() = default;
 

@@ -479,8 +479,8 @@ std::size_t count_of(const std::string& text, const std::string& what) {
     return n;
 }
 
-TEST_CASE("out of descriptors, the broker pauses accepting instead of spinning, and serves the waiting "
-          "connections once it has some again",
+TEST_CASE("out of descriptors, the broker neither dies nor spins, and serves the waiting connections once it "
+          "has some again",
           "[hostile][flood]") {
     TempDir dir;
     std::string sock = dir.path() + "/foreman.sock";
@@ -491,35 +491,53 @@ TEST_CASE("out of descriptors, the broker pauses accepting instead of spinning, 
     ForemanChild foreman(conf, err);
     std::optional<Connection> holder = first_connection(sock);
     auto held = holder->lease("echo");
-    // Room for two more descriptors, no more.
+    // Room for two more descriptors, no more: new ones take the lowest free
+    // numbers below the limit, so the limit goes just above the second free
+    // number (holes among the open ones count; those above stay open).
     auto fds = open_fds(foreman.pid());
-    rlimit tight{static_cast<rlim_t>(fds.rbegin()->first + 3), 0}, old{};
+    const std::size_t room = 2;
+    int limit = 0;
+    for (std::size_t free = 0; free < room; ++limit) free += fds.count(limit) == 0;
+    rlimit tight{static_cast<rlim_t>(limit), 0}, old{};
     REQUIRE(::prlimit(foreman.pid(), RLIMIT_NOFILE, nullptr, &old) == 0);
     tight.rlim_max = old.rlim_max;
     REQUIRE(::prlimit(foreman.pid(), RLIMIT_NOFILE, &tight, nullptr) == 0);
 
     std::vector<RawControl> waiting;
-    for (int i = 0; i < 10; ++i) waiting.emplace_back(sock);
-    REQUIRE(waiting[0].line() == version_line);
-    REQUIRE(waiting[1].line() == version_line);
-    // The window is what is measured: how much CPU foreman burns while the
-    // listener is readable and accept() fails EMFILE.
+    for (std::size_t i = 0; i < room + 8; ++i) waiting.emplace_back(sock);
+    auto log = [&] {
+        std::ifstream f(err);
+        return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    };
+    // Those it accepts are served, or closed unanswered when Asio itself
+    // cannot get a descriptor (a connection's context creates its reactor,
+    // three descriptors, on first use): either way the broker lives on.
+    // The window is a measurement: the CPU foreman burns meanwhile.
     auto cpu0 = cpu_time(foreman.pid());
     auto t0 = Clock::now();
     while (Clock::now() - t0 < 500ms) ::usleep(10000);
     auto burnt = cpu_time(foreman.pid()) - cpu0;
-    std::printf("out of descriptors: foreman used %lld ms of CPU in 500 ms\n", static_cast<long long>(burnt.count()));
+    std::printf("out of descriptors: foreman used %lld ms of CPU in 500 ms, logged %zu accept warnings\n",
+                static_cast<long long>(burnt.count()),
+                count_of(log(), "accept on the control socket: Too many open files"));
+    REQUIRE(::kill(foreman.pid(), 0) == 0);
+    // No spin (it was 430 ms of CPU and 500,000 log lines in 500 ms): a
+    // retry every 100 ms, logged once.
     CHECK(burnt < 100ms);
+    CHECK(count_of(log(), "accept on the control socket: Too many open files") == 1);
     CHECK(held.renew() > 0ms); // the connections it has are served meanwhile
 
     REQUIRE(::prlimit(foreman.pid(), RLIMIT_NOFILE, &old, nullptr) == 0);
-    for (std::size_t i = 2; i < waiting.size(); ++i) {
-        INFO("connection " << i);
-        CHECK(waiting[i].line() == version_line);
+    std::size_t served = 0;
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+        INFO("connection " << i << "; foreman's stderr: " << log());
+        auto first = waiting[i].line();
+        CHECK((first == version_line || (!first && waiting[i].closed_by_broker())));
+        served += first == version_line;
     }
-    std::ifstream f(err);
-    std::string log((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    CHECK(count_of(log, "Too many open files") <= 2); // once per time it ran out, not per attempt
+    CHECK(served >= waiting.size() - room); // all that waited for a descriptor
+    auto after = Connection::connect(sock);
+    CHECK(after.status().at("version").to_number<std::int64_t>() == 1000);
     held.release();
     holder.reset();
     waiting.clear();
