@@ -29,6 +29,11 @@ bool out_of_descriptors(int error) {
 }
 } // namespace
 
+namespace {
+/// How long accepting pauses when the broker is out of descriptors.
+constexpr std::chrono::milliseconds out_of_descriptors_pause{100};
+} // namespace
+
 bool socket_is_live(const std::string& path) {
     std::error_code ec;
     spawn::unique_fd fd = connect_unix(path, ec);
@@ -55,9 +60,7 @@ ControlServer::ControlServer(Broker& broker, asio::io_context& io, PickContext p
         log_info("replacing the stale control socket " + path_);
     }
     make_directories(path_.substr(0, path_.rfind('/')), 0750);
-    spawn::unique_fd fd = listen_unix(path_, SOMAXCONN);
-    if (::chmod(path_.c_str(), global.control_socket_mode) < 0)
-        throw std::system_error(errno, std::system_category(), "chmod " + path_);
+    spawn::unique_fd fd = listen_unix_with_mode(path_, SOMAXCONN, global.control_socket_mode);
     listener_.assign(fd.release());
     listener_.non_blocking(true);
 }
@@ -134,7 +137,15 @@ bool ControlServer::on_readable() {
         ucred cred{};
         socklen_t len = sizeof cred;
         if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) peer = {cred.pid, cred.uid, cred.gid};
-        auto session = std::make_shared<ControlSession>(broker_, *this, pick_(), std::move(conn), peer);
+        std::shared_ptr<ControlSession> session;
+        try {
+            session = std::make_shared<ControlSession>(broker_, *this, pick_(), std::move(conn), peer);
+        } catch (const std::exception& e) {
+            // Out of descriptors or memory (Asio throws): this connection is
+            // closed unanswered; thrown on, it would end the broker.
+            log_warning(std::string("cannot serve a connection on the control socket: ") + e.what());
+            continue;
+        }
         bool refuse;
         {
             std::lock_guard lock(mu_);

@@ -2,6 +2,7 @@
 
 #include "broker/control_server.hpp"
 #include "broker/log.hpp"
+#include "broker/run_as.hpp"
 #include "broker/status_json.hpp"
 #include "protocol/scm_rights.hpp"
 
@@ -25,8 +26,13 @@ constexpr std::size_t read_chunk = 1024;
 
 ControlSession::ControlSession(Broker& broker, ControlServer& server, asio::io_context& io, spawn::unique_fd socket,
                                PeerCredentials peer)
-    : broker_(broker), server_(server), strand_(asio::make_strand(io)), socket_(strand_, socket.release()),
-      peer_(peer) {}
+    : broker_(broker), server_(server), strand_(asio::make_strand(io)), socket_(strand_), peer_(peer) {
+    // Assigned here, not in the initializer: if Asio cannot take it (out of
+    // descriptors, its context's reactor not created yet, epoll full), it
+    // throws and `socket` still owns the descriptor and closes it.
+    socket_.assign(socket.get());
+    socket.release();
+}
 
 ControlSession::~ControlSession() = default;
 
@@ -140,6 +146,27 @@ void ControlSession::handle_request(protocol::Request& r) {
 }
 
 void ControlSession::lease(protocol::Request& r) {
+    // A run_as={user} pool runs its workers as the LEASE's user=: taken on
+    // trust, any peer could have a worker run as any user and hold its
+    // connection. Only root (and the broker's own uid, the one who could
+    // start such workers anyway) may lease for someone else.
+    if (!may_change_pools() && !r.lease.user.empty()) {
+        auto pool = broker_.pool_config(r.lease.protocol);
+        if (pool && pool->run_as == "{user}") {
+            std::optional<uid_t> uid;
+            try {
+                uid = resolve_run_as(r.lease.user, true).uid;
+            } catch (const std::exception&) {
+            }
+            if (uid != peer_.uid) {
+                send(protocol::fail_line(r.tag, FailCode::denied,
+                                         "uid " + std::to_string(peer_.uid) + " may not lease for user " +
+                                             r.lease.user + ": pool " + r.lease.protocol +
+                                             " runs its workers as the leasing user (run_as = {user})"));
+                return;
+            }
+        }
+    }
     lease::LeaseRequest rq;
     rq.ticket = server_.next_ticket();
     rq.client = client_;

@@ -37,6 +37,45 @@ spawn::unique_fd listen_unix(const std::string& path, int backlog) {
     return fd;
 }
 
+spawn::unique_fd listen_unix_with_mode(const std::string& path, int backlog, unsigned mode) {
+    // bind() creates the file with 0777 & ~umask, so bind-then-chmod leaves
+    // a moment in which anyone the umask lets in may connect. umask() would
+    // close it but is process-wide: a file another thread creates, or a
+    // worker forked, meanwhile would get it too. So the socket is bound in
+    // a fresh directory only our uid can enter (mkdtemp makes it 0700, in
+    // the same folder, so on the same file system), given its mode, made to
+    // listen, and then renamed to `path`: rename() is atomic and keeps the
+    // inode (the socket stays bound and listening), and it replaces a stale
+    // socket at `path` with no moment in which there is none.
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    std::string tmp_dir = dir + (dir.back() == '/' ? "" : "/") + ".foremanXXXXXX";
+    std::string tmp_path = tmp_dir + "/s";
+    sockaddr_un addr;
+    if (!make_address(path, addr)) throw error_at(ENAMETOOLONG, "socket path too long:", path);
+    if (!make_address(tmp_path, addr))
+        throw error_at(ENAMETOOLONG, "socket path too long to be bound safely (a name of its folder, " + tmp_path +
+                                         ", must fit too):", path);
+    if (!::mkdtemp(tmp_dir.data())) throw error_at(errno, "mkdtemp next to", path);
+    tmp_path = tmp_dir + "/s";
+    make_address(tmp_path, addr);
+    struct Cleanup {
+        const std::string& dir;
+        const std::string& socket;
+        ~Cleanup() {
+            ::unlink(socket.c_str()); // gone already once renamed
+            ::rmdir(dir.c_str());
+        }
+    } cleanup{tmp_dir, tmp_path};
+    spawn::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) throw error_at(errno, "socket for", path);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) throw error_at(errno, "bind", tmp_path);
+    if (::chmod(tmp_path.c_str(), mode) < 0) throw error_at(errno, "chmod", tmp_path);
+    if (::listen(fd.get(), backlog) < 0) throw error_at(errno, "listen", path);
+    if (::rename(tmp_path.c_str(), path.c_str()) < 0) throw error_at(errno, "rename " + tmp_path + " to", path);
+    return fd;
+}
+
 spawn::unique_fd connect_unix(const std::string& path, std::error_code& error) {
     sockaddr_un addr;
     if (!make_address(path, addr)) {

@@ -13,6 +13,11 @@ namespace foreman::broker {
 /// removed first). Throws std::system_error naming the path.
 spawn::unique_fd listen_unix(const std::string& path, int backlog);
 
+/// As listen_unix, but the socket file at `path` has file mode `mode` from
+/// the moment it exists there, never anything wider (see the .cpp for how).
+/// A stale file at `path` is replaced atomically.
+spawn::unique_fd listen_unix_with_mode(const std::string& path, int backlog, unsigned mode);
+
 /// A SOCK_STREAM connection to `path` (a blocking socket). It never waits:
 /// a unix connect() to a listener whose backlog is full would block until
 /// the listener accepts, which a hung worker never does; here it fails at

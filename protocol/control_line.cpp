@@ -1,5 +1,7 @@
 #include "protocol/control_line.hpp"
 
+#include "protocol/clean_text.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cstring>
@@ -95,15 +97,22 @@ RequestError bad(std::string_view tag, std::string text) {
 }
 
 std::string shown(std::string_view s) {
-    // Echo at most a little of what the client sent.
-    std::string out(s.substr(0, 64));
-    for (char& c : out)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    // Echo at most a little of what the client sent, as clean text: a FAIL
+    // line is logged and shown, and must not carry the client's raw bytes.
+    std::string out = clean_text(s.substr(0, 64));
     return s.size() > 64 ? out + "..." : out;
+}
+
+/// Pool names have the tags' alphabet and length (PROTOCOL.md).
+std::string bad_protocol_name(std::string_view name) {
+    return "bad protocol name '" + shown(name) + "': 1 to 64 of [A-Za-z0-9_.-]";
 }
 
 std::variant<Request, RequestError> parse_lease(Request r, const std::vector<std::string_view>& f) {
     if (f.size() < 3 || f[2].empty()) return bad(r.tag, "LEASE needs a protocol");
+    // No pool can have another name: one stray byte (a '\r' from a CRLF
+    // client) is a malformed request, not an unknown protocol.
+    if (!is_valid_tag(f[2])) return bad(r.tag, bad_protocol_name(f[2]));
     r.lease.protocol = std::string(f[2]);
     bool seen[5] = {};
     for (std::size_t i = 3; i < f.size(); ++i) {
@@ -119,6 +128,9 @@ std::variant<Request, RequestError> parse_lease(Request r, const std::vector<std
         std::uint64_t n = 0;
         switch (k) {
         case 0:
+            // It is shown in STATUS json and logged: see clean_text.hpp.
+            if (!is_clean_text(value))
+                return bad(r.tag, "user is not UTF-8 text without control characters: '" + shown(value) + "'");
             r.lease.user = std::string(value);
             break;
         case 1:
@@ -178,6 +190,7 @@ std::variant<Request, RequestError> parse_request(std::string_view line) {
     if (verb == "UNREGISTER") {
         r.verb = Verb::unregister_pool;
         if (f.size() != 3 || f[2].empty()) return bad(r.tag, "UNREGISTER takes one protocol");
+        if (!is_valid_tag(f[2])) return bad(r.tag, bad_protocol_name(f[2]));
         r.protocol = std::string(f[2]);
         return r;
     }

@@ -1,5 +1,7 @@
 #include "protocol/notify_message.hpp"
 
+#include "protocol/clean_text.hpp"
+
 namespace foreman::protocol {
 
 std::optional<NotifyMessage> parse_notify(std::string_view datagram, std::string& error) {
@@ -26,7 +28,7 @@ std::optional<NotifyMessage> parse_notify(std::string_view datagram, std::string
         if (key == "READY") m.ready = m.ready || value == "1";
         else if (key == "WATCHDOG") m.watchdog = m.watchdog || value == "1";
         else if (key == "STOPPING") m.stopping = m.stopping || value == "1";
-        else if (key == "STATUS") m.status = std::string(value);
+        else if (key == "STATUS") m.status = clean_text(value); // shown in STATUS json: clean_text.hpp
     }
     return m;
 }

@@ -12,7 +12,7 @@ struct NotifyMessage {
     bool ready = false;    ///< READY=1
     bool watchdog = false; ///< WATCHDOG=1
     bool stopping = false; ///< STOPPING=1
-    std::optional<std::string> status; ///< STATUS=<text>
+    std::optional<std::string> status; ///< STATUS=<text>, cleaned (clean_text.hpp)
 };
 
 /// The message, or nullopt with `error` set when the datagram is malformed

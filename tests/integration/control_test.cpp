@@ -512,6 +512,9 @@ TEST_CASE("a pool that lists a user lets that user lease and denies root", "[con
     CHECK(lines[0].rfind("OK\tn1\t", 0) == 0);
     auto c = Connection::connect(open.socket());
     CHECK_THROWS_MATCHES(c.lease("theirs"), Error, IsFail(FailCode::denied));
+    // allow_users is about the peer (SO_PEERCRED), not what the LEASE says.
+    CHECK_THROWS_MATCHES(c.lease("theirs", as_user("nobody")), Error, IsFail(FailCode::denied));
+    CHECK_THROWS_MATCHES(c.lease("theirs", as_user("65534")), Error, IsFail(FailCode::denied));
 }
 
 TEST_CASE("REGISTER and UNREGISTER by a uid that is neither root nor the broker's fail denied",

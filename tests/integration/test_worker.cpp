@@ -210,6 +210,11 @@ int run_test_worker(int argc, char** argv) {
         std::printf("grandchild %d\n", static_cast<int>(child));
         return echo_loop(0);
     }
+    if (mode == "bad-status") {
+        // A STATUS= that is not UTF-8 text: it must not reach STATUS json raw.
+        sd_notify(0, "STATUS=caf\xc3\xa9 \xff\x01ok");
+        return echo_loop(0);
+    }
     std::fprintf(stderr, "test worker: unknown mode %s\n", mode.c_str());
     return 2;
 }

@@ -18,6 +18,8 @@
 //   pid             READY=1, answers "pid <its pid>\n" to every read, READY=1
 //                   after each connection: a test can tell which worker a
 //                   descriptor reaches
+//   bad-status      a STATUS= holding invalid UTF-8 and a control byte, then
+//                   as echo
 // And one mode that is a client, not a worker:
 //   raw-client UID SOCKET LINE...  switches to uid UID (unless "-"), connects
 //                   to the control socket, sends VERSION and each LINE, and

@@ -9,6 +9,9 @@
 
 #include <csignal>
 #include <fstream>
+#include <grp.h>
+#include <pwd.h>
+#include <set>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -312,9 +315,28 @@ min_idle = 1
 )");
     REQUIRE(h.wait_for([](auto& s) { return idle_workers(s, "nobody", 1); }));
     int pid = all_workers(h.snapshot()).at(0).pid;
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string line, uid_line;
-    while (std::getline(status, line))
-        if (line.rfind("Uid:", 0) == 0) uid_line = line;
-    CHECK_THAT(uid_line, Catch::Contains("65534"));
+    // Real, effective, saved and file-system ids all dropped, and the
+    // supplementary groups are nobody's, none of root's.
+    auto ids = [&](const std::string& key) {
+        std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+        std::string line;
+        std::vector<long> all;
+        while (std::getline(status, line)) {
+            if (line.rfind(key + ":", 0) != 0) continue;
+            std::istringstream in(line.substr(key.size() + 1));
+            for (long id; in >> id;) all.push_back(id);
+        }
+        return all;
+    };
+    passwd* pw = ::getpwnam("nobody");
+    REQUIRE(pw != nullptr);
+    CHECK(ids("Uid") == std::vector<long>(4, static_cast<long>(pw->pw_uid)));
+    CHECK(ids("Gid") == std::vector<long>(4, static_cast<long>(pw->pw_gid)));
+    int count = 64;
+    std::vector<gid_t> expected(64);
+    REQUIRE(::getgrouplist("nobody", pw->pw_gid, expected.data(), &count) >= 0);
+    std::set<long> want(expected.begin(), expected.begin() + count);
+    auto groups = ids("Groups");
+    CHECK(std::set<long>(groups.begin(), groups.end()) == want);
+    CHECK(want.count(0) == 0);
 }
