@@ -46,6 +46,12 @@ namespace {
 /// connection per lease, so a few suffice; more hides a hung worker longer.
 constexpr int worker_backlog = 16;
 
+/// How long a grant waits for room in a worker's full backlog before the
+/// worker counts as hung and is retired...
+constexpr std::chrono::milliseconds connect_patience = 250ms;
+/// ...trying again after 1 ms, doubling up to this.
+constexpr std::chrono::milliseconds connect_retry_max = 32ms;
+
 /// A notify datagram from a pid the engine does not know yet is kept this
 /// long (a worker can say READY=1 before its start is reported)...
 constexpr std::chrono::milliseconds early_notify_keep = 2000ms;
@@ -419,11 +425,28 @@ struct Broker::Impl {
         });
     }
 
-    void run(GrantAction& g) {
+    void run(GrantAction& g) { connect_worker(std::move(g), 1ms, Clock::now() + connect_patience); }
+
+    /// Connects to the granted worker and hands the connection over. A full
+    /// backlog (EAGAIN: connect never blocks) is tried again, 1 ms doubling,
+    /// until `give_up`: a worker a burst of leases got ahead of is busy, not
+    /// hung (a tight lease-release loop fills 16 slots in ~0.3 ms).
+    void connect_worker(GrantAction g, std::chrono::milliseconds delay, TimePoint give_up) {
         std::error_code ec;
         spawn::unique_fd conn = connect_unix(g.socket_path, ec);
         if (conn) {
             if (g.client) g.client->granted(g.grant.ticket, g.grant.lease, g.grant.pid, g.grant.ttl, std::move(conn));
+            return;
+        }
+        if (ec == std::errc::resource_unavailable_try_again && Clock::now() < give_up) {
+            auto timer = std::make_shared<asio::steady_timer>(io, delay);
+            timer->async_wait([this, timer, g = std::move(g), delay, give_up](const boost::system::error_code& e) mutable {
+                if (e) { // the broker is going away
+                    if (g.client) g.client->rejected(g.grant.ticket, FailCode::shutting_down, "the broker is stopping");
+                    return;
+                }
+                connect_worker(std::move(g), std::min(delay * 2, connect_retry_max), give_up);
+            });
             return;
         }
         if (broker_short_of_resources(ec)) {
@@ -442,6 +465,8 @@ struct Broker::Impl {
         // is full: it stopped accepting): it is broken. End the lease, retire
         // the worker, and tell the client why.
         std::string text = "worker " + std::to_string(g.grant.worker) + " refused the connection: " + ec.message();
+        if (ec == std::errc::resource_unavailable_try_again)
+            text += " (its backlog stayed full for " + std::to_string(connect_patience.count()) + " ms)";
         log_warning(text);
         act([&](TimePoint now, lease::Decisions& out) {
             if (auto w = workers.find(g.grant.worker); w != workers.end()) {
@@ -766,25 +791,38 @@ void Broker::close_client(lease::ClientId client) {
 }
 
 /// For a pool that runs workers as the leasing user (run_as={user}): why
-/// `request`'s user may not have one (unknown, or root without allow_root).
-/// Asked before the engine sees the LEASE, so that it fails this LEASE alone
-/// (`denied`) instead of counting as a failed start that backs the whole
-/// pool off; and outside the lock, since the user database may be slow.
+/// `request` may not have one. Taken on trust, user= would let any peer have
+/// a worker run as any user and hold its connection: only root, the
+/// broker's uid, a uid the pool's allow_users lists (the operator named it:
+/// a mail server's front end) or the user itself may name a user. And the
+/// user must exist, and be root only with allow_root. Asked before the
+/// engine sees the LEASE, so that it fails this LEASE alone (`denied`)
+/// instead of counting as a failed start that backs the whole pool off; and
+/// outside the lock, since the user database may be slow.
 std::optional<std::string> Broker::Impl::run_as_denial(const lease::LeaseRequest& request) {
     bool allow_root = false;
+    bool trusted = request.uid == 0 || request.uid == ::geteuid();
     {
         std::lock_guard lock(mu);
         auto it = pools.find(request.protocol);
         if (it == pools.end() || it->second.run_as != "{user}" || request.user.empty()) return std::nullopt;
         allow_root = it->second.allow_root;
+        const auto& listed = it->second.allow_uids;
+        trusted = trusted || std::find(listed.begin(), listed.end(), request.uid) != listed.end();
     }
+    std::string why;
+    std::optional<uid_t> uid;
     try {
-        resolve_run_as(request.user, allow_root);
+        uid = resolve_run_as(request.user, allow_root).uid;
     } catch (const std::exception& e) {
-        std::string why = e.what();
+        why = e.what();
         if (why.rfind("run_as: ", 0) == 0) why.erase(0, 8);
-        return "pool " + request.protocol + " runs workers as the leasing user: " + why;
     }
+    if (!trusted && uid != request.uid)
+        return "uid " + std::to_string(request.uid) + " may not lease for user " + request.user + ": pool " +
+               request.protocol + " runs its workers as the leasing user (run_as = {user}); only root, the "
+               "broker's uid, a uid in allow_users or the user itself may";
+    if (!why.empty()) return "pool " + request.protocol + " runs workers as the leasing user: " + why;
     return std::nullopt;
 }
 
@@ -866,13 +904,6 @@ PoolResult Broker::unregister_pool(const std::string& protocol) {
         impl_->registered.erase(protocol);
         return PoolResult::ok;
     });
-}
-
-std::optional<PoolConfig> Broker::pool_config(const std::string& protocol) {
-    std::lock_guard lock(impl_->mu);
-    auto it = impl_->pools.find(protocol);
-    if (it == impl_->pools.end()) return std::nullopt;
-    return it->second;
 }
 
 } // namespace foreman::broker

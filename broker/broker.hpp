@@ -106,8 +106,6 @@ public:
     PoolResult register_pool(PoolConfig pool, std::string& error);
     /// UNREGISTER: the pool drains.
     PoolResult unregister_pool(const std::string& protocol);
-    /// The config of a live pool (allow_users is checked by the session).
-    std::optional<PoolConfig> pool_config(const std::string& protocol);
 
 private:
     struct Impl;

@@ -2,7 +2,6 @@
 
 #include "broker/control_server.hpp"
 #include "broker/log.hpp"
-#include "broker/run_as.hpp"
 #include "broker/status_json.hpp"
 #include "protocol/scm_rights.hpp"
 
@@ -146,27 +145,6 @@ void ControlSession::handle_request(protocol::Request& r) {
 }
 
 void ControlSession::lease(protocol::Request& r) {
-    // A run_as={user} pool runs its workers as the LEASE's user=: taken on
-    // trust, any peer could have a worker run as any user and hold its
-    // connection. Only root (and the broker's own uid, the one who could
-    // start such workers anyway) may lease for someone else.
-    if (!may_change_pools() && !r.lease.user.empty()) {
-        auto pool = broker_.pool_config(r.lease.protocol);
-        if (pool && pool->run_as == "{user}") {
-            std::optional<uid_t> uid;
-            try {
-                uid = resolve_run_as(r.lease.user, true).uid;
-            } catch (const std::exception&) {
-            }
-            if (uid != peer_.uid) {
-                send(protocol::fail_line(r.tag, FailCode::denied,
-                                         "uid " + std::to_string(peer_.uid) + " may not lease for user " +
-                                             r.lease.user + ": pool " + r.lease.protocol +
-                                             " runs its workers as the leasing user (run_as = {user})"));
-                return;
-            }
-        }
-    }
     lease::LeaseRequest rq;
     rq.ticket = server_.next_ticket();
     rq.client = client_;

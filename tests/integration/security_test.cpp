@@ -339,6 +339,29 @@ TEST_CASE("a LEASE's user= does not choose whom a run_as={user} worker runs as, 
     d.release();
 }
 
+TEST_CASE("a peer that a run_as={user} pool's allow_users lists may lease for any user, as a mail front end does",
+          "[security][run-as][root]") {
+    if (!is_root()) {
+        WARN("skipped: not root, run_as is only used by a root broker");
+        return;
+    }
+    OpenDir open;
+    BrokerHarness h(open.ini() + "[pool.front]\npath = {self}\nargs = worker echo\nper_user = yes\n"
+                                 "run_as = {user}\nallow_users = nobody\nnotify = none\n");
+    auto nobody = Connection::adopt(connect_as(nobody_uid, open.socket()));
+    auto l = nobody.lease("front", as_user("daemon"));
+    CHECK(status_ids(l.worker_pid(), "Uid") == std::vector<long>(4, 1));
+    l.release();
+    // Still never root without allow_root.
+    try {
+        nobody.lease("front", as_user("root"));
+        FAIL("granted");
+    } catch (const Error& e) {
+        CHECK(e.is(FailCode::denied));
+        CHECK_THAT(e.what(), Catch::Contains("'root' is root; set allow_root=yes"));
+    }
+}
+
 // ---- workers and the broker's descriptors ----------------------------------------------------
 
 TEST_CASE("a worker holds no descriptor of the broker's: not its sockets, clients' connections or other workers'",
