@@ -3,6 +3,7 @@
 // against the rules of its header read line by line.
 
 #include "fuzz/fuzz_check.hpp"
+#include "protocol/clean_text.hpp"
 #include "protocol/notify_message.hpp"
 
 #include <cstddef>
@@ -66,8 +67,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(got->ready == want.message.ready);
     FUZZ_CHECK(got->watchdog == want.message.watchdog);
     FUZZ_CHECK(got->stopping == want.message.stopping);
-    FUZZ_CHECK(got->status == want.message.status);
-    // STATUS= is one line of the datagram, shown as is in STATUS json.
-    if (got->status) FUZZ_CHECK(got->status->find_first_of(std::string_view("\n\0", 2)) == std::string::npos);
+    // STATUS= is one line of the datagram, shown in STATUS json: the raw
+    // text with each byte that is not clean UTF-8 text made '?', so clean.
+    FUZZ_CHECK(got->status.has_value() == want.message.status.has_value());
+    if (got->status) {
+        const std::string& shown = *got->status;
+        const std::string& raw = *want.message.status;
+        FUZZ_CHECK(shown.size() == raw.size());
+        for (std::size_t i = 0; i < shown.size() && i < raw.size(); ++i)
+            FUZZ_CHECK(shown[i] == raw[i] || shown[i] == '?');
+        FUZZ_CHECK(foreman::protocol::is_clean_text(shown));
+    }
     return 0;
 }
