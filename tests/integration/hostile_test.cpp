@@ -5,6 +5,7 @@
 // stuck or lost, no descriptor leaked, no zombie.
 
 #include "broker_harness.hpp"
+#include "foreman_process.hpp"
 #include "client/connection.hpp"
 #include "protocol/clean_text.hpp"
 #include "protocol/control_line.hpp"
@@ -48,18 +49,6 @@ std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/
 
 std::chrono::microseconds since(Clock::time_point t0) {
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0);
-}
-
-/// Polls `ok()` until it holds: for what only /proc shows (another process's
-/// descriptors), which the test cannot wait on otherwise.
-template <class F>
-bool poll_until(F ok, std::chrono::milliseconds timeout = 10s) {
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-        if (ok()) return true;
-        if (Clock::now() >= deadline) return false;
-        ::usleep(2000);
-    }
 }
 
 /// The sockets of this process — the broker's and the test's — once their
@@ -272,53 +261,12 @@ TEST_CASE("a client sending a byte at a time holds up no other client, and its l
 
 namespace {
 
-/// The real foreman binary as a child, so that its descriptors are its own
-/// (the harness's broker shares the test's table). SIGKILLed and reaped at
-/// the end if the test has not stopped it.
-class ForemanChild {
-public:
-    ForemanChild(const std::string& conf, const std::string& err_path) {
-        std::vector<std::string> args{std::string(FOREMAN_BIN_DIR) + "/foreman", "--config", conf};
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        REQUIRE((in >= 0 && err >= 0));
-        pid_ = ::fork();
-        REQUIRE(pid_ >= 0);
-        if (pid_ == 0) {
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            if (::dup2(in, 0) < 0 || ::dup2(err, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(126);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-        ::close(in);
-        ::close(err);
-    }
-    ~ForemanChild() {
-        if (reaped_) return;
-        ::kill(pid_, SIGKILL);
-        int status;
-        ::waitpid(pid_, &status, 0);
-    }
-    int pid() const { return pid_; }
-    /// SIGTERM, then its exit status (-1 if it did not exit within `timeout`).
-    int stop(std::chrono::milliseconds timeout) {
-        ::kill(pid_, SIGTERM);
-        if (!wait_pid_gone(pid_, timeout)) return -1;
-        int status = 0;
-        REQUIRE(::waitpid(pid_, &status, 0) == pid_);
-        reaped_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-
-private:
-    int pid_ = -1;
-    bool reaped_ = false;
-};
+/// foreman stopped by SIGTERM: whether it exited 0 within `timeout`.
+bool stops_cleanly(ForemanProcess& foreman, std::chrono::milliseconds timeout) {
+    foreman.signal(SIGTERM);
+    auto status = foreman.wait_exit(timeout);
+    return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+}
 
 /// The first connection to a foreman child's control socket, once it listens.
 Connection first_connection(const std::string& sock) {
@@ -379,7 +327,7 @@ TEST_CASE("10,000 idle connections: those beyond max_clients get VERSION then FA
     std::ofstream(conf) << "runtime_dir = " << dir.path() << "/run\ncontrol_socket = " << sock
                         << "\nmax_clients = " << max_clients << "\nthreads = 2\n[pool.echo]\npath = " << echo_worker()
                         << "\nmin_idle = 2\n";
-    ForemanChild foreman(conf, dir.path() + "/foreman.stderr");
+    ForemanProcess foreman(dir.path(), {"--config", conf});
     std::optional<Connection> holder = first_connection(sock);
     auto spare = Connection::connect(sock); // open before the flood, leases during it
     auto held = holder->lease("echo");
@@ -454,7 +402,7 @@ TEST_CASE("10,000 idle connections: those beyond max_clients get VERSION then FA
     for (auto& w : status.at("pools").as_array().at(0).at("workers").as_array())
         CHECK(w.at("state").as_string() == "idle");
     holder.reset();
-    CHECK(foreman.stop(10s) == 0);
+    CHECK(stops_cleanly(foreman, 10s));
     CHECK(wait_pid_gone(worker, 5s));
 }
 
@@ -496,7 +444,7 @@ TEST_CASE("out of descriptors, the broker neither dies nor spins, and serves the
     std::string err = dir.path() + "/foreman.stderr";
     std::ofstream(conf) << "runtime_dir = " << dir.path() << "/run\ncontrol_socket = " << sock
                         << "\nthreads = 2\n[pool.echo]\npath = " << echo_worker() << "\n";
-    ForemanChild foreman(conf, err);
+    ForemanProcess foreman(dir.path(), {"--config", conf});
     std::optional<Connection> holder = first_connection(sock);
     auto held = holder->lease("echo");
     // Room for two more descriptors, no more: new ones take the lowest free
@@ -549,7 +497,7 @@ TEST_CASE("out of descriptors, the broker neither dies nor spins, and serves the
     held.release();
     holder.reset();
     waiting.clear();
-    CHECK(foreman.stop(10s) == 0);
+    CHECK(stops_cleanly(foreman, 10s));
 }
 
 // ---- notify datagrams from strangers ----------------------------------------------------
