@@ -7,6 +7,7 @@
 #include "broker/notify_socket.hpp"
 #include "broker/readiness_probe.hpp"
 #include "broker/run_as.hpp"
+#include "broker/signal_reader.hpp"
 #include "broker/unix_socket.hpp"
 #include "broker/worker_launch.hpp"
 #include "broker/worker_output.hpp"
@@ -14,7 +15,6 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 
@@ -169,7 +169,7 @@ struct Broker::Impl {
 
     // Thread-safe on their own.
     std::unique_ptr<ControlServer> control;
-    std::optional<asio::signal_set> signals;
+    std::optional<SignalReader> signals;
     std::unique_ptr<NotifySocket> notify;
     std::unique_ptr<spawn::ProcessSupervisor> supervisor;
     std::unique_ptr<MetricsServer> metrics_server; ///< on `io`; null when metrics_listen is empty
@@ -641,17 +641,13 @@ struct Broker::Impl {
         if (!status.empty()) tell(Lifecycle::stopping, status);
     }
 
-    void wait_signal() {
-        signals->async_wait([this](const boost::system::error_code& ec, int sig) {
-            if (ec) return;
-            if (sig == SIGHUP) {
-                self.reload();
-            } else {
-                log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": stopping");
-                self.stop();
-            }
-            wait_signal();
-        });
+    void on_signal(int sig) {
+        if (sig == SIGHUP) {
+            self.reload();
+        } else {
+            log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": stopping");
+            self.stop();
+        }
     }
 
     void finish() {
@@ -678,10 +674,9 @@ Broker::Broker(Config config, BrokerOptions options)
     impl_->lifecycle = std::move(options.lifecycle);
     // Signals are caught before any worker starts: a SIGTERM in between must
     // stop the broker cleanly, not kill it by default action.
-    if (options.handle_signals) {
-        impl_->signals.emplace(io_, SIGTERM, SIGINT, SIGHUP);
-        impl_->wait_signal();
-    }
+    if (options.handle_signals)
+        impl_->signals.emplace(io_, std::initializer_list<int>{SIGTERM, SIGINT, SIGHUP},
+                               [m = impl_.get()](int sig) { m->on_signal(sig); });
     make_directories(config_.global.runtime_dir, 0750);
     // First the control socket: it refuses to start beside a live broker
     // before anything of that broker's (its notify socket) is touched.
@@ -729,19 +724,20 @@ void Broker::run() {
         m.metrics_server->start();
         log_info("serving metrics on http://" + metrics_address() + "/metrics");
     }
-    m.tell(Lifecycle::serving, "serving " + std::to_string(config_.pools.size()) + " pools on " +
-                                   config_.global.control_socket);
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep;
     for (auto& ctx : session_io_) {
         keep.emplace_back(ctx->get_executor()); // idle until finish() stops them
         threads.emplace_back([&ctx = *ctx] { ctx.run(); });
     }
+    // READY=1 once every thread runs.
+    m.tell(Lifecycle::serving, "serving " + std::to_string(config_.pools.size()) + " pools on " +
+                                   config_.global.control_socket);
     io_.run();
     // io_ stopped (finish()): the connections' contexts stop with it.
     for (auto& ctx : session_io_) ctx->stop();
     for (auto& t : threads) t.join();
-    if (impl_->signals) impl_->signals->cancel();
+    if (impl_->signals) impl_->signals->close();
     // Every worker is reaped (the stop sequence waited for it); remove what is ours.
     std::lock_guard lock(m.mu);
     for (auto& [name, pool] : m.pools) ::rmdir(m.pool_dir(name).c_str());

@@ -77,9 +77,11 @@ bool ForemanProcess::wait_handling_signals(std::chrono::milliseconds timeout) co
         [&] {
             std::ifstream f(status_file);
             std::string line;
+            unsigned long taken = 0;
             while (std::getline(f, line))
-                if (line.rfind("SigCgt:", 0) == 0) return (std::stoul(line.substr(7), nullptr, 16) & wanted) == wanted;
-            return false;
+                if (line.rfind("SigBlk:", 0) == 0 || line.rfind("SigCgt:", 0) == 0)
+                    taken |= std::stoul(line.substr(7), nullptr, 16);
+            return (taken & wanted) == wanted;
         },
         timeout);
 }

@@ -43,9 +43,10 @@ public:
     /// wait status, or nothing if it still runs.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
 
-    /// Waits until it has installed its handlers of SIGTERM and SIGHUP (a
-    /// signal sent earlier would kill it by default action). Read from
-    /// /proc/<pid>/status, SigCgt: nothing else tells.
+    /// Waits until it takes SIGTERM and SIGHUP itself (a signal sent earlier
+    /// would kill it by default action): foreman blocks them and reads them
+    /// from a signalfd. Read from /proc/<pid>/status, SigBlk (or SigCgt, for
+    /// a program that catches them): nothing else tells.
     bool wait_handling_signals(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
     std::string err() const { return read_file(stderr_path_); }

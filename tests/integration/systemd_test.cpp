@@ -200,6 +200,18 @@ public:
         }
     }
 
+    /// Every message so far, one per line (newlines shown as "|"): what a
+    /// failed wait prints.
+    std::string transcript() const {
+        std::string out;
+        for (const auto& m : seen_) {
+            std::string text = m.text;
+            std::replace(text.begin(), text.end(), '\n', '|');
+            out += std::to_string(m.pid) + ": " + text + "\n";
+        }
+        return out;
+    }
+
     /// How many messages received so far hold `line`.
     std::size_t count(const std::string& line) const {
         return static_cast<std::size_t>(
@@ -571,12 +583,17 @@ TEST_CASE("SIGHUP logs one line per pool added, changed or removed, and none for
 
     s.write_config(s.echo_pool("same") + s.echo_pool("tuned", "max_requests = 7") +
                    s.echo_pool("relaunched", "args = --verbose") + s.echo_pool("new"));
+    // A wait that fails says what foreman said, to systemd and on stderr.
+    auto expect = [&](const std::string& line) {
+        if (!s.systemd.wait_for(line))
+            FAIL("no \"" << line << "\"; datagrams:\n" << s.systemd.transcript() << "stderr:\n" << f.err());
+    };
     f.signal(SIGHUP);
-    REQUIRE(s.systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
+    expect("STATUS=SIGHUP: reloaded " + s.conf);
     // The same file again: nothing to say about any pool.
     f.signal(SIGHUP);
-    REQUIRE(s.systemd.wait_for("RELOADING=1"));
-    REQUIRE(s.systemd.wait_for("STATUS=SIGHUP: reloaded " + s.conf));
+    expect("RELOADING=1");
+    expect("STATUS=SIGHUP: reloaded " + s.conf);
     f.signal(SIGTERM);
     REQUIRE(f.wait_exit() == 0);
 
