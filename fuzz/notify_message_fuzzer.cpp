@@ -62,6 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(got.has_value() == want.valid);
     if (!got) {
         FUZZ_CHECK(!error.empty() && error.size() <= max_error_text);
+        FUZZ_CHECK(foreman::protocol::is_clean_text(error)); // it goes into the log
         return 0;
     }
     FUZZ_CHECK(got->ready == want.message.ready);

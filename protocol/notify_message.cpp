@@ -21,7 +21,9 @@ std::optional<NotifyMessage> parse_notify(std::string_view datagram, std::string
         if (line.empty()) continue; // sd_notify("READY=1\n") ends with a newline
         auto eq = line.find('=');
         if (eq == std::string_view::npos || eq == 0) {
-            error = "not KEY=VALUE: '" + std::string(line.substr(0, 64)) + "'";
+            // Quoted cleaned: the reason goes into the log, where a
+            // stranger's escape sequences or line breaks have no business.
+            error = "not KEY=VALUE: '" + clean_text(line.substr(0, 64)) + "'";
             return std::nullopt;
         }
         std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);

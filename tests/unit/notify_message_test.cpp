@@ -46,3 +46,9 @@ TEST_CASE("malformed datagrams are rejected with a reason", "[notify]") {
     CHECK_FALSE(parse_notify(std::string_view("READY=1\0x", 9), err));
     CHECK(err == "NUL byte in datagram");
 }
+
+TEST_CASE("the reason quotes the malformed line without its control characters or invalid UTF-8", "[notify]") {
+    std::string err;
+    CHECK_FALSE(parse_notify("\x1b[2J\rfake log line\xff\nREADY=1", err));
+    CHECK(err == "not KEY=VALUE: '?[2J?fake log line?'");
+}
