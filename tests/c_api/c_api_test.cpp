@@ -15,8 +15,6 @@ using lease::WorkerState;
 
 namespace {
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
-std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
 
 ProcessResult run_c_test(const std::string& scenario, const std::string& arg, const std::vector<std::string>& env = {}) {
     auto r = run_process({FOREMAN_C_TEST, scenario, arg}, {}, env, 30s * sanitizer_slowdown);

@@ -290,4 +290,8 @@ std::size_t count_state(const lease::Snapshot& s, const std::string& protocol, l
     return n;
 }
 
+std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
+
+std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
+
 } // namespace foreman::test

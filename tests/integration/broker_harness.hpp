@@ -141,6 +141,11 @@ private:
 /// Writes `text` to `fd` (a worker connection) and reads back as many bytes.
 std::string echo_through(int fd, const std::string& text);
 
+/// build/bin/foreman-echo, the example worker.
+std::string echo_worker();
+/// The control socket of `h`'s broker when its config names none.
+std::string control_socket(const BrokerHarness& h);
+
 /// Every worker of every pool, flattened.
 std::vector<lease::WorkerView> all_workers(const lease::Snapshot& s);
 /// Number of workers of `protocol` in `state`.

@@ -5,6 +5,7 @@
 // docs/protocol.md makes where it is silent.
 
 #include "broker_harness.hpp"
+#include "raw_control.hpp"
 #include "client/connection.hpp"
 
 #include <catch2/catch.hpp>
@@ -35,8 +36,6 @@ namespace {
 
 namespace json = boost::json;
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
-std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
 
 std::chrono::milliseconds since(Clock::time_point t0) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
@@ -136,8 +135,6 @@ LeaseOptions as_user(const std::string& user) {
     return o;
 }
 
-const std::string version_line = "VERSION\tforeman\t1000";
-
 /// Matches a client::Error that is a FAIL with `code`.
 class IsFail : public Catch::MatcherBase<Error> {
 public:
@@ -196,31 +193,6 @@ bool worker_in_state(const lease::Snapshot& s, int pid, WorkerState state) {
     auto w = snapshot_worker(s, pid);
     return w && w->state == state;
 }
-
-/// The raw-client test worker mode, run as `uid`: the reply lines it printed.
-std::vector<std::string> run_raw_client(uid_t uid, const std::string& socket, const std::vector<std::string>& lines) {
-    std::vector<std::string> argv{self_exe(), "worker", "raw-client", std::to_string(uid), socket};
-    argv.insert(argv.end(), lines.begin(), lines.end());
-    auto r = run_process(argv);
-    INFO("raw-client stdout: " << r.out << "stderr: " << r.err);
-    REQUIRE(r.status == 0);
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    for (auto nl = r.out.find('\n'); nl != std::string::npos; start = nl + 1, nl = r.out.find('\n', start))
-        out.push_back(r.out.substr(start, nl - start));
-    return out;
-}
-
-/// A folder anyone may enter, for a control socket another uid connects to
-/// (the harness's folders are 0700, the runtime_dir 0750).
-struct OpenDir {
-    TempDir dir;
-    OpenDir() { REQUIRE(::chmod(dir.path().c_str(), 0755) == 0); }
-    std::string socket() const { return dir.path() + "/foreman.sock"; }
-    std::string ini() const { return "control_socket = " + socket() + "\ncontrol_socket_mode = 0666\n"; }
-};
-
-constexpr uid_t nobody = 65534;
 
 } // namespace
 
@@ -507,7 +479,7 @@ TEST_CASE("a pool that lists a user lets that user lease and denies root", "[con
     }
     OpenDir open;
     BrokerHarness h(open.ini() + "[pool.theirs]\npath = " + echo_worker() + "\nallow_users = nobody\n");
-    auto lines = run_raw_client(nobody, open.socket(), {"LEASE\tn1\ttheirs"});
+    auto lines = run_raw_client(nobody_uid, open.socket(), {"LEASE\tn1\ttheirs"});
     REQUIRE(lines.size() == 1);
     CHECK(lines[0].rfind("OK\tn1\t", 0) == 0);
     auto c = Connection::connect(open.socket());
@@ -525,7 +497,7 @@ TEST_CASE("REGISTER and UNREGISTER by a uid that is neither root nor the broker'
     }
     OpenDir open;
     BrokerHarness h(open.ini() + "[pool.echo]\npath = " + echo_worker() + "\n");
-    auto lines = run_raw_client(nobody, open.socket(),
+    auto lines = run_raw_client(nobody_uid, open.socket(),
                                 {"REGISTER\tg1\tnew\tpath=" + echo_worker(), "UNREGISTER\tg2\techo", "STATUS\tg3"});
     REQUIRE(lines.size() == 3);
     CHECK(lines[0].rfind("FAIL\tg1\tdenied\t", 0) == 0);
@@ -724,7 +696,7 @@ TEST_CASE("another uid cannot renew or release a detached lease", "[control][own
         l.forget();
     }
     std::string ids = std::to_string(id);
-    auto lines = run_raw_client(nobody, open.socket(), {"RENEW\tr1\t" + ids, "RELEASE\tr2\t" + ids});
+    auto lines = run_raw_client(nobody_uid, open.socket(), {"RENEW\tr1\t" + ids, "RELEASE\tr2\t" + ids});
     REQUIRE(lines.size() == 2);
     CHECK(lines[0].rfind("FAIL\tr1\tno-such-lease\t", 0) == 0);
     CHECK(lines[1].rfind("FAIL\tr2\tno-such-lease\t", 0) == 0);

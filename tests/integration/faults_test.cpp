@@ -57,8 +57,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
-std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
 
 std::chrono::milliseconds between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(b - a);

@@ -21,8 +21,6 @@ namespace {
 namespace json = boost::json;
 
 std::string foremanctl() { return std::string(FOREMAN_BIN_DIR) + "/foremanctl"; }
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
-std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
 
 /// `foremanctl --socket <the broker's> ARGS...`.
 ProcessResult ctl(const BrokerHarness& h, std::vector<std::string> args, const std::string& input = {}) {

@@ -26,7 +26,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
 
 /// A socket the test closes at the end.
 struct Fd {

@@ -24,7 +24,6 @@ using protocol::FailCode;
 
 namespace {
 
-std::string control_socket(const BrokerHarness& h) { return h.runtime_dir() + "/foreman.sock"; }
 
 /// The NUL-separated strings of /proc/<pid>/<file> (cmdline, environ).
 std::vector<std::string> proc_strings(int pid, const char* file) {

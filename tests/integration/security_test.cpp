@@ -39,7 +39,6 @@ using protocol::FailCode;
 
 namespace {
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
 
 bool is_root() { return ::geteuid() == 0; }
 

@@ -23,7 +23,6 @@ using protocol::FailCode;
 
 namespace {
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
 
 constexpr int clients = 64;
 constexpr int iterations = 50;

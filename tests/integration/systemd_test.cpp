@@ -10,6 +10,7 @@
 // worker's appearance in STATUS are polled under a deadline.
 
 #include "broker_harness.hpp"
+#include "foreman_process.hpp"
 
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
@@ -40,15 +41,6 @@ namespace {
 /// A limit on how long something may take (never a duration under test).
 constexpr std::chrono::milliseconds patience = 10s * sanitizer_slowdown;
 
-std::string foreman_bin() { return std::string(FOREMAN_BIN_DIR) + "/foreman"; }
-
-std::string read_file(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
 bool is_socket_file(const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
@@ -62,16 +54,6 @@ std::string find_program(const std::string& name) {
     while (std::getline(dirs, dir, ':'))
         if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
     return {};
-}
-
-template <class F>
-bool poll_until(F ok, std::chrono::milliseconds timeout = patience) {
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-        if (ok()) return true;
-        if (Clock::now() >= deadline) return false;
-        ::usleep(2000);
-    }
 }
 
 sockaddr_un unix_address(const std::string& path) {
@@ -459,7 +441,7 @@ TEST_CASE("a control socket passed with LISTEN_FDS=1 is served, kept at exit, an
     CHECK_THAT(f.err(), Catch::Contains("serving the control socket " + s.control + " passed by the service manager"));
 
     int worker = 0;
-    REQUIRE(poll_until([&] { return (worker = idle_worker(control_status(s.control), "echo")) > 0; }));
+    REQUIRE(poll_until([&] { return (worker = idle_worker(control_status(s.control), "echo")) > 0; }, patience));
     CHECK(holds(f.pid(), listener_name));
     CHECK_FALSE(holds(worker, listener_name));
     // The worker got its own activation variables, none of foreman's.
@@ -523,7 +505,7 @@ TEST_CASE("under systemd-socket-activate foreman serves the first connection and
     // It binds and listens, then execs foreman (same pid) once a connection
     // comes: connect until the socket listens.
     boost::json::value status;
-    REQUIRE(poll_until([&] { return (status = control_status(s.control)).is_object(); }));
+    REQUIRE(poll_until([&] { return (status = control_status(s.control)).is_object(); }, patience));
     INFO("stderr:\n" << f.err());
     CHECK(status.at("pools").as_array().at(0).at("protocol").as_string() == "echo");
     auto ready = s.systemd.wait_for("READY=1");

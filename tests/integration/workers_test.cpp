@@ -55,7 +55,6 @@ bool idle_workers(const lease::Snapshot& s, const std::string& pool, std::size_t
     return count_state(s, pool, WorkerState::idle) >= n;
 }
 
-std::string echo_worker() { return std::string(FOREMAN_BIN_DIR) + "/foreman-echo"; }
 
 } // namespace
 
